@@ -1,0 +1,26 @@
+//! Schema migrations for kuma-cluster.
+//!
+//! They run against a database the Kuma nodes may already own, so every step
+//! checks before it creates and none drops or alters a Kuma column. `down` only
+//! removes what belongs to kuma-cluster alone.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261126_000001_create_node;
+mod m20261126_000002_monitor_ownership;
+mod m20261126_000003_create_move_ledger;
+mod m20261126_000004_create_event_log;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261126_000001_create_node::Migration),
+            Box::new(m20261126_000002_monitor_ownership::Migration),
+            Box::new(m20261126_000003_create_move_ledger::Migration),
+            Box::new(m20261126_000004_create_event_log::Migration),
+        ]
+    }
+}

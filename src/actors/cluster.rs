@@ -1,0 +1,492 @@
+//! ClusterActor: the only writer. Every trigger (a node transition, the reconcile
+//! tick, a request) runs one decision: read the rows, decide with
+//! [`reconcile::decide`], write the difference and commit, all in one transaction;
+//! then publish the routing snapshot and ask the affected nodes to reconcile.
+//! Decisions never overlap: a trigger during one makes exactly one more follow it.
+
+use crate::actors::node::{NodeActor, NodeTransition, Retire, SetHost};
+use crate::clock::Clock;
+use crate::config::{HealthSettings, Settings};
+use crate::health::{FlapDamper, Health};
+use crate::placement::MoveKind;
+use crate::probe::Probe;
+use crate::push::ReconcilePush;
+use crate::reconcile::{self, Decision, Inputs, NodeInput};
+use crate::routing::RoutingPublisher;
+use crate::store::{self, NewEvent, StoreError};
+use actix::prelude::*;
+use sea_orm::{DatabaseConnection, TransactionTrait};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Run a decision now and answer once one that started after this request has
+/// finished.
+#[derive(Message)]
+#[rtype(result = "Result<DecisionSummary, String>")]
+pub struct Reconcile;
+
+#[derive(Message)]
+#[rtype(result = "ClusterState")]
+pub struct GetClusterState;
+
+/// Finish the decision in flight, start no other, stop the NodeActors.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// Self-tick: periodic repair, end of a hold-down, or a retry after a failure.
+struct ReconcileTick;
+
+impl Message for ReconcileTick {
+    type Result = ();
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DecisionSummary {
+    pub wrote: bool,
+    pub moves: usize,
+    pub displaced: usize,
+    pub reverted: usize,
+    pub ledger_closed: usize,
+    pub status_changes: usize,
+    pub stranded: usize,
+    pub duration_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MemberState {
+    pub node_id: String,
+    pub host: Option<String>,
+    pub health: Health,
+    pub settled: bool,
+    pub damped: bool,
+    pub flap_count: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterState {
+    /// Every node has had its first verdict; nothing is written before.
+    pub started: bool,
+    pub generation: u64,
+    pub nodes: Vec<MemberState>,
+    pub stranded: usize,
+    pub decisions: u64,
+    pub failed_decisions: u64,
+    pub moves: u64,
+    pub last_decision: Option<DecisionSummary>,
+    pub last_error: Option<String>,
+    pub retry_in_ms: Option<u64>,
+}
+
+/// What the ClusterActor needs from the outside world.
+pub struct ClusterDeps {
+    pub db: DatabaseConnection,
+    pub settings: Arc<Settings>,
+    pub clock: Arc<dyn Clock>,
+    pub probe: Rc<dyn Probe>,
+    pub publisher: RoutingPublisher,
+}
+
+struct Member {
+    host: Option<String>,
+    health: Health,
+    up_since: Option<Instant>,
+    flap: FlapDamper,
+    actor: Addr<NodeActor>,
+}
+
+type Waiter = oneshot::Sender<Result<DecisionSummary, String>>;
+
+pub struct ClusterActor {
+    db: DatabaseConnection,
+    settings: Arc<Settings>,
+    health_settings: Rc<HealthSettings>,
+    clock: Arc<dyn Clock>,
+    probe: Rc<dyn Probe>,
+    publisher: RoutingPublisher,
+    push: ReconcilePush,
+    members: BTreeMap<String, Member>,
+    started: bool,
+    setup_complete: bool,
+    busy: bool,
+    /// A trigger arrived during the decision in flight.
+    pending: bool,
+    stopping: bool,
+    waiting: Vec<Waiter>,
+    waiting_next: Vec<Waiter>,
+    stopped: Vec<oneshot::Sender<()>>,
+    backoff: Option<Duration>,
+    retry_at: Option<Instant>,
+    stranded: usize,
+    decisions: u64,
+    failed_decisions: u64,
+    moves: u64,
+    last_decision: Option<DecisionSummary>,
+    last_error: Option<String>,
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+impl ClusterActor {
+    pub fn new(deps: ClusterDeps) -> Self {
+        let settings = deps.settings;
+        ClusterActor {
+            db: deps.db,
+            health_settings: Rc::new(settings.health.clone()),
+            push: ReconcilePush::new(settings.nodes.auth_header.clone(), settings.nodes.reconcile_timeout),
+            settings,
+            clock: deps.clock,
+            probe: deps.probe,
+            publisher: deps.publisher,
+            members: BTreeMap::new(),
+            started: false,
+            setup_complete: false,
+            busy: false,
+            pending: false,
+            stopping: false,
+            waiting: Vec::new(),
+            waiting_next: Vec::new(),
+            stopped: Vec::new(),
+            backoff: None,
+            retry_at: None,
+            stranded: 0,
+            decisions: 0,
+            failed_decisions: 0,
+            moves: 0,
+            last_decision: None,
+            last_error: None,
+        }
+    }
+
+    fn input(&self, member: &Member, now: Instant) -> NodeInput {
+        let window = self.settings.cluster.flap_window;
+        let stable = !member.flap.is_damped(now, window);
+        let settled = stable
+            && member.health == Health::Up
+            && member.up_since.is_some_and(|t| now.saturating_duration_since(t) >= self.settings.cluster.hold_down);
+        NodeInput { health: member.health, stable, settled }
+    }
+
+    fn request(&mut self, ctx: &mut Context<Self>, waiter: Option<Waiter>) {
+        if self.stopping {
+            if let Some(w) = waiter {
+                let _ = w.send(Err("shutting down".to_owned()));
+            }
+            return;
+        }
+        if self.busy {
+            self.pending = true;
+            self.waiting_next.extend(waiter);
+            return;
+        }
+        self.waiting.extend(waiter);
+        self.start_decision(ctx);
+    }
+
+    fn start_decision(&mut self, ctx: &mut Context<Self>) {
+        self.busy = true;
+        self.pending = false;
+        let now = self.clock.now();
+        let nodes: HashMap<String, NodeInput> =
+            self.members.iter().map(|(id, m)| (id.clone(), self.input(m, now))).collect();
+        let db = self.db.clone();
+        let settings = self.settings.clone();
+        let (started, setup_known) = (self.started, self.setup_complete);
+        let run = async move {
+            let begun = Instant::now();
+            let setup_complete = setup_known || store::setup_complete(&db).await?;
+            let txn = db.begin().await?;
+            let rows = store::load(&txn).await?;
+            let decision = reconcile::decide(
+                &rows,
+                &Inputs {
+                    nodes: &nodes,
+                    static_nodes: &settings.nodes.static_nodes,
+                    limit: settings.placement.limit_per_node,
+                    started,
+                    setup_complete,
+                },
+            );
+            if !decision.changes.is_empty() {
+                store::write(&txn, &decision.changes, chrono::Utc::now()).await?;
+            }
+            txn.commit().await?;
+            let hosts: Vec<(String, Option<String>)> = rows.nodes.into_iter().map(|n| (n.id, n.host)).collect();
+            Ok::<_, StoreError>((decision, hosts, setup_complete, begun.elapsed()))
+        };
+        ctx.spawn(run.into_actor(self).map(|result, act, ctx| {
+            act.busy = false;
+            let outcome = match result {
+                Ok((decision, hosts, setup_complete, took)) => {
+                    act.setup_complete = setup_complete;
+                    Ok(act.committed(decision, &hosts, took, ctx))
+                }
+                Err(error) => Err(act.failed(error, ctx)),
+            };
+            for waiter in act.waiting.drain(..) {
+                let _ = waiter.send(outcome.clone());
+            }
+            if act.stopping {
+                for done in act.stopped.drain(..) {
+                    let _ = done.send(());
+                }
+            } else if act.pending {
+                act.waiting = std::mem::take(&mut act.waiting_next);
+                act.start_decision(ctx);
+            }
+        }));
+    }
+
+    fn committed(
+        &mut self,
+        decision: Decision,
+        hosts: &[(String, Option<String>)],
+        took: Duration,
+        ctx: &mut Context<Self>,
+    ) -> DecisionSummary {
+        self.decisions += 1;
+        self.backoff = None;
+        self.retry_at = None;
+        self.last_error = None;
+        if decision.started && !self.started {
+            self.started = true;
+            tracing::info!(nodes = self.members.len(), "every node has a verdict; supervision begins");
+        }
+        self.sync_members(hosts, ctx);
+        self.publisher.publish(decision.table);
+
+        let changes = &decision.changes;
+        let mut affected = BTreeSet::new();
+        for mv in &changes.moves {
+            affected.insert(mv.to.as_str());
+            if let (MoveKind::Revert { .. }, Some(from)) = (&mv.kind, mv.from.as_deref()) {
+                affected.insert(from);
+            }
+        }
+        for id in affected {
+            if let Some(Member { health: Health::Up, host: Some(host), .. }) = self.members.get(id) {
+                self.push.push(id.to_owned(), host.clone());
+            }
+        }
+
+        let reverted = changes.moves.iter().filter(|m| matches!(m.kind, MoveKind::Revert { .. })).count();
+        let summary = DecisionSummary {
+            wrote: !changes.is_empty(),
+            moves: changes.moves.len(),
+            displaced: changes.moves.len() - reverted,
+            reverted,
+            ledger_closed: changes.close.len(),
+            status_changes: changes.statuses.len(),
+            stranded: decision.stranded.len(),
+            duration_ms: took.as_millis() as u64,
+        };
+        self.moves += summary.moves as u64;
+        if summary.wrote {
+            tracing::info!(
+                displaced = summary.displaced,
+                reverted = summary.reverted,
+                ledger_closed = summary.ledger_closed,
+                status_changes = summary.status_changes,
+                duration_ms = summary.duration_ms,
+                "decision committed"
+            );
+        }
+        if decision.over_capacity > 0 {
+            tracing::warn!(monitors = decision.over_capacity, "every ready node is at its limit; placed beyond it");
+        }
+        match (self.stranded, decision.stranded.len()) {
+            (0, n) if n > 0 => tracing::error!(monitors = n, "no ready node: monitors are not running anywhere"),
+            (was, 0) if was > 0 => tracing::info!(monitors = was, "a node is ready again; stranded monitors placed"),
+            _ => {}
+        }
+        self.stranded = decision.stranded.len();
+        self.last_decision = Some(summary.clone());
+        summary
+    }
+
+    fn failed(&mut self, error: StoreError, ctx: &mut Context<Self>) -> String {
+        self.failed_decisions += 1;
+        let backoff = self.backoff.map_or(FIRST_BACKOFF, |b| (b * 2).min(MAX_BACKOFF));
+        self.backoff = Some(backoff);
+        self.retry_at = Some(self.clock.now() + backoff);
+        let message = error.to_string();
+        tracing::error!(error = %message, retry_in_ms = backoff.as_millis() as u64, "decision failed and rolled back");
+        self.last_error = Some(message.clone());
+        ctx.notify_later(ReconcileTick, backoff);
+        let db = self.db.clone();
+        let event = NewEvent {
+            kind: "decision",
+            node_id: None,
+            outcome: "failed",
+            detail: serde_json::json!({ "error": message }),
+        };
+        actix_rt::spawn(async move {
+            if let Err(e) = store::record_event(&db, &event, chrono::Utc::now()).await {
+                tracing::debug!(error = %e, "could not record the failed decision");
+            }
+        });
+        message
+    }
+
+    /// Starts a NodeActor for each new node, stops those of removed nodes, and
+    /// passes address changes on.
+    fn sync_members(&mut self, hosts: &[(String, Option<String>)], ctx: &mut Context<Self>) {
+        let mut wanted: BTreeMap<&str, Option<&str>> = hosts.iter().map(|(id, h)| (id.as_str(), h.as_deref())).collect();
+        for s in &self.settings.nodes.static_nodes {
+            wanted.entry(&s.id).or_insert(Some(&s.host));
+        }
+        self.members.retain(|id, member| {
+            let keep = wanted.contains_key(id.as_str());
+            if !keep {
+                tracing::info!(node_id = %id, "node removed; supervision ends");
+                member.actor.do_send(Retire);
+            }
+            keep
+        });
+        for (id, host) in wanted {
+            let host = host.map(str::to_owned);
+            match self.members.get_mut(id) {
+                Some(member) if member.host != host => {
+                    tracing::info!(node_id = %id, host = host.as_deref().unwrap_or(""), "node address changed");
+                    member.host = host.clone();
+                    member.actor.do_send(SetHost(host));
+                }
+                Some(_) => {}
+                None => {
+                    tracing::info!(node_id = %id, host = host.as_deref().unwrap_or(""), "supervising node");
+                    let actor = NodeActor::new(
+                        id.to_owned(),
+                        host.clone(),
+                        self.health_settings.clone(),
+                        self.probe.clone(),
+                        ctx.address().recipient(),
+                    )
+                    .start();
+                    self.members.insert(
+                        id.to_owned(),
+                        Member { host, health: Health::Unknown, up_since: None, flap: FlapDamper::default(), actor },
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Actor for ClusterActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.settings.cluster.reconcile_interval, |act, ctx| {
+            if act.retry_at.is_none_or(|at| act.clock.now() >= at) {
+                act.request(ctx, None);
+            }
+        });
+        self.request(ctx, None);
+    }
+}
+
+impl Handler<NodeTransition> for ClusterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: NodeTransition, ctx: &mut Self::Context) {
+        let now = self.clock.now();
+        let cluster = &self.settings.cluster;
+        let Some(member) = self.members.get_mut(&msg.node_id) else {
+            tracing::debug!(node_id = %msg.node_id, "transition from a node no longer supervised");
+            return;
+        };
+        if msg.transition.from != Health::Unknown {
+            member.flap.record(now, cluster.flap_window, cluster.flap_max_transitions);
+        }
+        member.health = msg.transition.to;
+        member.up_since = (msg.transition.to == Health::Up).then_some(now);
+        if member.flap.is_damped(now, cluster.flap_window) {
+            tracing::warn!(node_id = %msg.node_id, transitions = member.flap.recent(), "node is flapping; returns to it are held");
+        }
+        if msg.transition.to == Health::Up {
+            ctx.notify_later(ReconcileTick, cluster.hold_down);
+        }
+        self.request(ctx, None);
+    }
+}
+
+impl Handler<ReconcileTick> for ClusterActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ReconcileTick, ctx: &mut Self::Context) {
+        self.request(ctx, None);
+    }
+}
+
+impl Handler<Reconcile> for ClusterActor {
+    type Result = ResponseFuture<Result<DecisionSummary, String>>;
+
+    fn handle(&mut self, _: Reconcile, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.request(ctx, Some(tx));
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err("supervisor stopped".to_owned())) })
+    }
+}
+
+impl Handler<GetClusterState> for ClusterActor {
+    type Result = MessageResult<GetClusterState>;
+
+    fn handle(&mut self, _: GetClusterState, _: &mut Self::Context) -> Self::Result {
+        let now = self.clock.now();
+        let nodes = self
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let input = self.input(m, now);
+                MemberState {
+                    node_id: id.clone(),
+                    host: m.host.clone(),
+                    health: m.health,
+                    settled: input.settled,
+                    damped: !input.stable,
+                    flap_count: m.flap.recent(),
+                }
+            })
+            .collect();
+        MessageResult(ClusterState {
+            started: self.started,
+            generation: self.publisher.reader().load().generation,
+            nodes,
+            stranded: self.stranded,
+            decisions: self.decisions,
+            failed_decisions: self.failed_decisions,
+            moves: self.moves,
+            last_decision: self.last_decision.clone(),
+            last_error: self.last_error.clone(),
+            retry_in_ms: self.retry_at.map(|at| at.saturating_duration_since(now).as_millis() as u64),
+        })
+    }
+}
+
+impl Handler<Shutdown> for ClusterActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
+        self.stopping = true;
+        for member in self.members.values() {
+            member.actor.do_send(Retire);
+        }
+        for waiter in self.waiting_next.drain(..) {
+            let _ = waiter.send(Err("shutting down".to_owned()));
+        }
+        let (tx, rx) = oneshot::channel();
+        if self.busy {
+            self.stopped.push(tx);
+        } else {
+            let _ = tx.send(());
+        }
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}

@@ -1,0 +1,210 @@
+//! NodeActor: supervises one Kuma node. It probes on its own timer, feeds the
+//! results to a [`HealthMachine`] and reports transitions only, never single probe
+//! results. It holds no database handle.
+
+use crate::config::HealthSettings;
+use crate::health::{Health, HealthMachine, Transition};
+use crate::probe::{Probe, ProbeError};
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Sent to the ClusterActor when this node's health changes.
+#[derive(Clone, Debug, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct NodeTransition {
+    pub node_id: String,
+    pub transition: Transition,
+    /// The failure that tipped a node down, for the log.
+    pub last_error: Option<String>,
+}
+
+/// Asks for the actor's observable state.
+#[derive(Message)]
+#[rtype(result = "NodeState")]
+pub struct GetNodeState;
+
+/// The node's address changed in its row; counters carry on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetHost(pub Option<String>);
+
+/// The node left the cluster: stop probing.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeState {
+    pub node_id: String,
+    pub host: Option<String>,
+    pub health: Health,
+    pub consecutive_failures: u32,
+    pub consecutive_successes: u32,
+    pub probes: u64,
+    pub failed_probes: u64,
+    pub last_probe_at: Option<DateTime<Utc>>,
+    pub last_latency_ms: Option<f64>,
+    pub last_error: Option<String>,
+}
+
+/// Self-tick: time for the next probe.
+struct ProbeTick;
+
+impl Message for ProbeTick {
+    type Result = ();
+}
+
+pub struct NodeActor {
+    id: String,
+    host: Option<String>,
+    settings: Rc<HealthSettings>,
+    probe: Rc<dyn Probe>,
+    report: Recipient<NodeTransition>,
+    machine: HealthMachine,
+    /// At most one probe is in flight; the next is scheduled when it ends.
+    probing: bool,
+    probes: u64,
+    failed_probes: u64,
+    last_probe_at: Option<DateTime<Utc>>,
+    last_latency: Option<Duration>,
+    last_error: Option<String>,
+    rng: fastrand::Rng,
+}
+
+impl NodeActor {
+    pub fn new(
+        id: String,
+        host: Option<String>,
+        settings: Rc<HealthSettings>,
+        probe: Rc<dyn Probe>,
+        report: Recipient<NodeTransition>,
+    ) -> Self {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut hasher);
+        NodeActor {
+            machine: HealthMachine::new(settings.fall, settings.rise),
+            rng: fastrand::Rng::with_seed(hasher.finish()),
+            id,
+            host,
+            settings,
+            probe,
+            report,
+            probing: false,
+            probes: 0,
+            failed_probes: 0,
+            last_probe_at: None,
+            last_latency: None,
+            last_error: None,
+        }
+    }
+
+    /// The base interval for the current state with ±10 % jitter, so probes of
+    /// many nodes do not stay in lockstep.
+    fn next_delay(&mut self) -> Duration {
+        let base = match self.machine.state() {
+            Health::Down => self.settings.down_interval,
+            Health::Up | Health::Unknown => self.settings.interval,
+        };
+        base.mul_f64(0.9 + 0.2 * self.rng.f64())
+    }
+
+    fn record(&mut self, result: Result<(), ProbeError>, latency: Duration) -> Option<NodeTransition> {
+        self.probes += 1;
+        self.last_probe_at = Some(Utc::now());
+        self.last_latency = Some(latency);
+        let healthy = result.is_ok();
+        if let Err(e) = result {
+            self.failed_probes += 1;
+            self.last_error = Some(e.to_string());
+        }
+        let transition = self.machine.observe(healthy)?;
+        Some(NodeTransition {
+            node_id: self.id.clone(),
+            transition,
+            last_error: (!healthy).then(|| self.last_error.clone()).flatten(),
+        })
+    }
+}
+
+impl Actor for NodeActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.notify(ProbeTick);
+    }
+}
+
+impl Handler<ProbeTick> for NodeActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ProbeTick, ctx: &mut Self::Context) {
+        if self.probing {
+            return;
+        }
+        self.probing = true;
+        let timeout = self.settings.timeout;
+        let check = self.host.as_deref().map(|host| self.probe.check(host, &self.settings.path));
+        let started = tokio::time::Instant::now();
+        let run = async move {
+            let result = match check {
+                None => Err(ProbeError::NoHost),
+                Some(check) => tokio::time::timeout(timeout, check).await.unwrap_or(Err(ProbeError::Timeout)),
+            };
+            (result, started.elapsed())
+        };
+        ctx.spawn(run.into_actor(self).map(|(result, latency), act, ctx| {
+            act.probing = false;
+            if let Some(transition) = act.record(result, latency) {
+                tracing::info!(
+                    node_id = %transition.node_id,
+                    from = ?transition.transition.from,
+                    to = ?transition.transition.to,
+                    last_error = transition.last_error.as_deref().unwrap_or(""),
+                    "node health changed"
+                );
+                act.report.do_send(transition);
+            }
+            let delay = act.next_delay();
+            ctx.notify_later(ProbeTick, delay);
+        }));
+    }
+}
+
+impl Handler<GetNodeState> for NodeActor {
+    type Result = MessageResult<GetNodeState>;
+
+    fn handle(&mut self, _: GetNodeState, _: &mut Self::Context) -> Self::Result {
+        MessageResult(NodeState {
+            node_id: self.id.clone(),
+            host: self.host.clone(),
+            health: self.machine.state(),
+            consecutive_failures: self.machine.consecutive_failures(),
+            consecutive_successes: self.machine.consecutive_successes(),
+            probes: self.probes,
+            failed_probes: self.failed_probes,
+            last_probe_at: self.last_probe_at,
+            last_latency_ms: self.last_latency.map(|d| d.as_secs_f64() * 1000.0),
+            last_error: self.last_error.clone(),
+        })
+    }
+}
+
+impl Handler<SetHost> for NodeActor {
+    type Result = ();
+
+    fn handle(&mut self, SetHost(host): SetHost, _: &mut Self::Context) {
+        self.host = host;
+    }
+}
+
+impl Handler<Retire> for NodeActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Retire, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

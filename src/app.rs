@@ -1,0 +1,87 @@
+//! Wires the pieces together for `kuma-cluster serve` and `kuma-cluster migrate`.
+
+use crate::actors::cluster::{ClusterActor, ClusterDeps, Shutdown};
+use crate::clock::SystemClock;
+use crate::config::Settings;
+use crate::probe::HttpProbe;
+use crate::routing::RoutingPublisher;
+use crate::server;
+use crate::store::{self, StoreError};
+use actix::Actor;
+use actix_web::{web, App, HttpServer};
+use std::rc::Rc;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("http server: {0}")]
+    Server(std::io::Error),
+}
+
+/// Runs the migrations and exits.
+pub async fn migrate(settings: &Settings) -> Result<(), StoreError> {
+    let db = store::connect(&settings.database.url).await?;
+    store::migrate(&db).await?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// Runs the supervisor and the HTTP front until SIGINT or SIGTERM; then lets the
+/// decision in flight commit before it returns.
+pub async fn serve(settings: Settings) -> Result<(), ServeError> {
+    let db = store::connect(&settings.database.url).await?;
+    store::migrate(&db).await?;
+    let listen = settings.server.listen;
+    let settings = Arc::new(settings);
+    let publisher = RoutingPublisher::new();
+    let routing = publisher.reader();
+    let cluster = ClusterActor::new(ClusterDeps {
+        db,
+        probe: Rc::new(HttpProbe::new(settings.health.timeout)),
+        settings,
+        clock: Arc::new(SystemClock),
+        publisher,
+    })
+    .start();
+
+    let server = HttpServer::new(move || App::new().app_data(web::Data::new(routing.clone())).configure(server::configure))
+        .disable_signals()
+        .bind(listen)
+        .map_err(|source| ServeError::Bind { addr: listen, source })?
+        .run();
+    let handle = server.handle();
+    tracing::info!(listen = %listen, "kuma-cluster is serving");
+    let server_task = actix_rt::spawn(server);
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: finishing the decision in flight");
+    if cluster.send(Shutdown).await.is_err() {
+        tracing::warn!("supervisor was already stopped");
+    }
+    handle.stop(true).await;
+    match server_task.await {
+        Ok(result) => result.map_err(ServeError::Server)?,
+        Err(e) => tracing::warn!(error = %e, "http server task ended abnormally"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -1,0 +1,352 @@
+//! Settings: `config/default.toml` (compiled in), an optional file, then
+//! `KUMA_CLUSTER__<SECTION>__<KEY>` environment variables. Every value is checked
+//! here, so the rest of the program only sees valid settings.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// A bad setting, named by its key so the operator can find it in one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: {0}")]
+    Load(String),
+    #[error("config: {key}: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub server: ServerSettings,
+    pub health: HealthSettings,
+    pub cluster: ClusterSettings,
+    pub placement: PlacementSettings,
+    pub nodes: NodeSettings,
+}
+
+#[derive(Clone, Debug)]
+pub struct DatabaseSettings {
+    pub url: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+}
+
+#[derive(Clone, Debug)]
+pub struct HealthSettings {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub fall: u32,
+    pub rise: u32,
+    pub down_interval: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    pub hold_down: Duration,
+    pub reconcile_interval: Duration,
+    pub flap_window: Duration,
+    pub flap_max_transitions: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct PlacementSettings {
+    pub limit_per_node: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeSettings {
+    pub auth_header: Option<String>,
+    pub reconcile_timeout: Duration,
+    pub static_nodes: Vec<StaticNode>,
+}
+
+/// A node registered from configuration rather than by the node itself.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StaticNode {
+    pub id: String,
+    pub host: String,
+    pub name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    database: RawDatabase,
+    server: RawServer,
+    health: RawHealth,
+    cluster: RawCluster,
+    placement: RawPlacement,
+    nodes: RawNodes,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    path: String,
+    interval: String,
+    timeout: String,
+    fall: u32,
+    rise: u32,
+    down_interval: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    hold_down: String,
+    reconcile_interval: String,
+    flap_window: String,
+    flap_max_transitions: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlacement {
+    limit_per_node: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNodes {
+    auth_header: String,
+    reconcile_timeout: String,
+    #[serde(default, rename = "static")]
+    static_nodes: Vec<StaticNode>,
+}
+
+impl Settings {
+    /// Loads the defaults, then `file` when given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// Like [`Settings::load`] with the environment passed in, so tests need not
+    /// change the process environment.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Load(format!("{}: no such file", path.display())));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("KUMA_CLUSTER__"))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("KUMA_CLUSTER")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let raw: Raw = builder
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        Self::validate(raw)
+    }
+
+    fn validate(raw: Raw) -> Result<Self, ConfigError> {
+        let url = raw.database.url.trim().to_owned();
+        if !(url.starts_with("sqlite:") || url.starts_with("mysql://") || url.starts_with("mariadb://")) {
+            return Err(invalid("database.url", "expected sqlite:... or mysql://..."));
+        }
+        let listen = raw
+            .server
+            .listen
+            .parse()
+            .map_err(|_| invalid("server.listen", format!("expected host:port, got {:?}", raw.server.listen)))?;
+        if !raw.health.path.starts_with('/') {
+            return Err(invalid("health.path", "must start with /"));
+        }
+        let health = HealthSettings {
+            path: raw.health.path,
+            interval: positive_duration("health.interval", &raw.health.interval)?,
+            timeout: positive_duration("health.timeout", &raw.health.timeout)?,
+            fall: at_least_one("health.fall", raw.health.fall)?,
+            rise: at_least_one("health.rise", raw.health.rise)?,
+            down_interval: positive_duration("health.down_interval", &raw.health.down_interval)?,
+        };
+        let cluster = ClusterSettings {
+            hold_down: duration("cluster.hold_down", &raw.cluster.hold_down)?,
+            reconcile_interval: positive_duration("cluster.reconcile_interval", &raw.cluster.reconcile_interval)?,
+            flap_window: duration("cluster.flap_window", &raw.cluster.flap_window)?,
+            flap_max_transitions: at_least_one("cluster.flap_max_transitions", raw.cluster.flap_max_transitions)?,
+        };
+        if raw.placement.limit_per_node == 0 {
+            return Err(invalid("placement.limit_per_node", "must be at least 1"));
+        }
+        let auth_header = raw.nodes.auth_header.trim().to_owned();
+        let mut seen = std::collections::HashSet::new();
+        for node in &raw.nodes.static_nodes {
+            if node.id.is_empty() || node.id.len() > 50 {
+                return Err(invalid("nodes.static", format!("node id {:?} must be 1 to 50 characters", node.id)));
+            }
+            if node.host.is_empty() || node.host.len() > 45 {
+                return Err(invalid("nodes.static", format!("host of {} must be 1 to 45 characters", node.id)));
+            }
+            if !seen.insert(node.id.as_str()) {
+                return Err(invalid("nodes.static", format!("node id {} appears twice", node.id)));
+            }
+        }
+        Ok(Settings {
+            database: DatabaseSettings { url },
+            server: ServerSettings { listen },
+            health,
+            cluster,
+            placement: PlacementSettings { limit_per_node: raw.placement.limit_per_node },
+            nodes: NodeSettings {
+                auth_header: (!auth_header.is_empty()).then_some(auth_header),
+                reconcile_timeout: positive_duration("nodes.reconcile_timeout", &raw.nodes.reconcile_timeout)?,
+                static_nodes: raw.nodes.static_nodes,
+            },
+        })
+    }
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, problem: problem.into() }
+}
+
+fn duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text.trim())
+        .map_err(|_| invalid(key, format!("expected a duration like \"2s\" or \"500ms\", got {text:?}")))
+}
+
+fn positive_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    match duration(key, text)? {
+        d if d.is_zero() => Err(invalid(key, "must be greater than zero")),
+        d => Ok(d),
+    }
+}
+
+fn at_least_one(key: &'static str, value: u32) -> Result<u32, ConfigError> {
+    if value == 0 {
+        return Err(invalid(key, "must be at least 1"));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_match_the_documented_values() {
+        let s = Settings::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(s.health.interval, Duration::from_secs(2));
+        assert_eq!(s.health.timeout, Duration::from_secs(1));
+        assert_eq!((s.health.fall, s.health.rise), (3, 2));
+        assert_eq!(s.health.down_interval, Duration::from_secs(5));
+        assert_eq!(s.health.path, "/api/v1/health");
+        assert_eq!(s.cluster.hold_down, Duration::from_secs(10));
+        assert_eq!(s.cluster.reconcile_interval, Duration::from_secs(10));
+        assert_eq!(s.placement.limit_per_node, 1000);
+        assert_eq!(s.nodes.auth_header, None);
+        assert!(s.database.url.starts_with("sqlite:"));
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys() {
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                ("KUMA_CLUSTER__HEALTH__INTERVAL", "250ms"),
+                ("KUMA_CLUSTER__HEALTH__FALL", "5"),
+                ("KUMA_CLUSTER__NODES__AUTH_HEADER", "Bearer abc"),
+                ("KUMA_CLUSTER__DATABASE__URL", "mysql://root@127.0.0.1:3306/test"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.health.interval, Duration::from_millis(250));
+        assert_eq!(s.health.fall, 5);
+        assert_eq!(s.nodes.auth_header.as_deref(), Some("Bearer abc"));
+        assert_eq!(s.database.url, "mysql://root@127.0.0.1:3306/test");
+    }
+
+    #[test]
+    fn a_file_overrides_defaults_and_adds_static_nodes() {
+        let dir = std::env::temp_dir().join(format!("kc-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cluster.toml");
+        std::fs::write(
+            &path,
+            "[cluster]\nhold_down = \"30s\"\n[[nodes.static]]\nid = \"node9\"\nhost = \"10.0.0.9:3001\"\n",
+        )
+        .unwrap();
+        let s = Settings::load_with_env(Some(&path), env(&[])).unwrap();
+        assert_eq!(s.cluster.hold_down, Duration::from_secs(30));
+        assert_eq!(s.nodes.static_nodes.len(), 1);
+        assert_eq!(s.nodes.static_nodes[0].id, "node9");
+    }
+
+    #[test]
+    fn a_bad_duration_names_its_key() {
+        let err = Settings::load_with_env(None, env(&[("KUMA_CLUSTER__HEALTH__INTERVAL", "soon")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config: health.interval: expected a duration like \"2s\" or \"500ms\", got \"soon\""
+        );
+    }
+
+    #[test]
+    fn zero_thresholds_and_limits_are_refused() {
+        for (key, name) in [
+            ("KUMA_CLUSTER__HEALTH__FALL", "health.fall"),
+            ("KUMA_CLUSTER__HEALTH__RISE", "health.rise"),
+            ("KUMA_CLUSTER__PLACEMENT__LIMIT_PER_NODE", "placement.limit_per_node"),
+            ("KUMA_CLUSTER__HEALTH__TIMEOUT", "health.timeout"),
+        ] {
+            let value = if key.ends_with("TIMEOUT") { "0s" } else { "0" };
+            let err = Settings::load_with_env(None, env(&[(key, value)])).unwrap_err();
+            assert!(err.to_string().starts_with(&format!("config: {name}: ")), "{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_addresses_are_refused() {
+        let err = Settings::load_with_env(None, env(&[("KUMA_CLUSTER__HEALTH__INTERVALL", "2s")])).unwrap_err();
+        assert!(err.to_string().contains("intervall"), "{err}");
+        let err = Settings::load_with_env(None, env(&[("KUMA_CLUSTER__SERVER__LISTEN", "port 80")])).unwrap_err();
+        assert!(err.to_string().starts_with("config: server.listen: "), "{err}");
+        let err = Settings::load_with_env(None, env(&[("KUMA_CLUSTER__DATABASE__URL", "postgres://x")])).unwrap_err();
+        assert!(err.to_string().starts_with("config: database.url: "), "{err}");
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        let err = Settings::load_with_env(Some(Path::new("/nonexistent/kc.toml")), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/kc.toml"), "{err}");
+    }
+}

@@ -1,0 +1,32 @@
+//! kuma-cluster: supervises a fleet of cluster-patched Uptime Kuma nodes that
+//! share one database, moves a dead node's monitors to live nodes and back, and
+//! fronts them all at one address.
+//!
+//! # Layout
+//! - [`config`]: settings from `config/default.toml`, a file and the environment, all validated.
+//! - [`health`]: the pure node health state machine and flap damping.
+//! - [`placement`]: pure planning of where monitors run (failover, revert, repair).
+//! - [`reconcile`]: one pure decision: rows + node health → writes + routing table.
+//! - [`store`]: every database query; migrations come from the `migration` crate.
+//! - [`probe`]: the health probe trait and its HTTP implementation.
+//! - [`push`]: asks nodes to reconcile right after a committed move.
+//! - [`routing`]: the immutable routing snapshot, one publisher, lock-free readers.
+//! - [`clock`]: the time source decisions read, replaceable in tests.
+//! - [`actors`]: the NodeActor per node and the ClusterActor, the only writer.
+//! - [`server`]: kuma-cluster's own HTTP endpoints.
+//! - [`app`]: wiring for the `serve` and `migrate` commands.
+
+pub mod actors;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod health;
+pub mod placement;
+pub mod probe;
+pub mod push;
+pub mod reconcile;
+pub mod routing;
+pub mod server;
+pub mod store;
+
+pub use app::{migrate, serve};

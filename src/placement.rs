@@ -1,0 +1,620 @@
+//! Placement: which node each monitor should run on. Pure functions over a
+//! [`ClusterView`]; nothing here does IO or reads a clock.
+//!
+//! Required properties (checked by the property tests at the bottom):
+//! 1. **Coverage.** When at least one node is ready, every active monitor ends on
+//!    exactly one ready node, except monitors whose node awaits its first verdict
+//!    (they stay put until it has one).
+//! 2. **Capacity.** A node is given monitors beyond its limit only when every
+//!    candidate node is already at or above its own limit.
+//! 3. **No needless moves.** A monitor moves only when its node is not ready, or
+//!    when it returns to the node it was displaced from; each moves at most once.
+//! 4. **Stability.** Planning again on the result of a plan changes nothing.
+//! 5. **No ready node, no moves.** The monitors that need a node are reported as
+//!    stranded instead, so the caller can say so once.
+
+use crate::health::Health;
+use serde::Serialize;
+use std::collections::HashMap;
+
+pub type MonitorId = u32;
+
+/// Why a monitor left the node it ran on; stored in the move ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reason {
+    Failover,
+    Drain,
+    Manual,
+    Rebalance,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Failover => "failover",
+            Reason::Drain => "drain",
+            Reason::Manual => "manual",
+            Reason::Rebalance => "rebalance",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Reason> {
+        [Reason::Failover, Reason::Drain, Reason::Manual, Reason::Rebalance]
+            .into_iter()
+            .find(|r| r.as_str() == text)
+    }
+
+    /// Displacements are undone when their origin recovers; operator choices are not.
+    pub fn is_displacement(self) -> bool {
+        matches!(self, Reason::Failover | Reason::Drain)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeView {
+    pub id: String,
+    pub health: Health,
+    /// Administrative flag (`node.active`); probes never change it.
+    pub enabled: bool,
+    /// Not flap-damped: may be given monitors that are moved.
+    pub stable: bool,
+    /// Up for the whole hold-down and not damped: may get its displaced monitors back.
+    pub settled: bool,
+    pub limit: usize,
+}
+
+impl NodeView {
+    pub fn ready(&self) -> bool {
+        self.health == Health::Up && self.enabled
+    }
+}
+
+/// Where a displaced monitor came from and the open ledger rows that say so.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub node: String,
+    pub rows: Vec<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MonitorView {
+    pub id: MonitorId,
+    pub active: bool,
+    pub home: Option<String>,
+    pub assigned: Option<String>,
+    pub origin: Option<Origin>,
+}
+
+impl MonitorView {
+    /// `COALESCE(assigned_node, node_id)`: the node that runs this monitor.
+    pub fn effective(&self) -> Option<&str> {
+        self.assigned.as_deref().or(self.home.as_deref())
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterView {
+    pub nodes: Vec<NodeView>,
+    pub monitors: Vec<MonitorView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MoveKind {
+    /// Leaves a node that cannot run it; opens a ledger row with this reason.
+    Displace(Reason),
+    /// Returns to its origin; closes the origin's ledger rows.
+    Revert { closes: Vec<i64> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Move {
+    pub monitor: MonitorId,
+    pub from: Option<String>,
+    pub to: String,
+    /// The new `assigned_node`: `None` when the monitor returns to its home node.
+    pub assigned: Option<String>,
+    pub kind: MoveKind,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub moves: Vec<Move>,
+    /// Active monitors that need a node while none is ready.
+    pub stranded: Vec<MonitorId>,
+    /// Moves that had to exceed a limit because every candidate was full.
+    pub over_capacity: usize,
+}
+
+/// One open ledger row, as the placement needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenMove {
+    pub id: i64,
+    pub monitor: MonitorId,
+    pub from: Option<String>,
+    pub to: String,
+    pub reason: Reason,
+}
+
+/// What the open ledger rows say about each monitor.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LedgerReading {
+    pub origins: HashMap<MonitorId, Origin>,
+    /// Rows that no longer describe where a monitor is (it was moved by someone
+    /// else, or an operator's move superseded them): closed without moving anything.
+    pub stale: Vec<i64>,
+}
+
+/// Reads open ledger rows (any order). A monitor's origin is the `from` of the
+/// first displacement after the last operator move, valid only while the latest
+/// row still names the node the monitor runs on.
+pub fn read_ledger<'a>(
+    rows: &[OpenMove],
+    effective_of: impl Fn(MonitorId) -> Option<&'a str>,
+) -> LedgerReading {
+    let mut by_monitor: HashMap<MonitorId, Vec<&OpenMove>> = HashMap::new();
+    for row in rows {
+        by_monitor.entry(row.monitor).or_default().push(row);
+    }
+    let mut reading = LedgerReading::default();
+    for (monitor, mut rows) in by_monitor {
+        rows.sort_by_key(|r| r.id);
+        let tail_start = rows.iter().rposition(|r| !r.reason.is_displacement()).map_or(0, |i| i + 1);
+        let (head, tail) = rows.split_at(tail_start);
+        reading
+            .stale
+            .extend(head.iter().filter(|r| r.reason.is_displacement()).map(|r| r.id));
+        let Some(last) = tail.last() else { continue };
+        let current = effective_of(monitor);
+        match (&tail[0].from, current == Some(last.to.as_str())) {
+            (Some(origin), true) => {
+                reading.origins.insert(
+                    monitor,
+                    Origin { node: origin.clone(), rows: tail.iter().map(|r| r.id).collect() },
+                );
+            }
+            _ => reading.stale.extend(tail.iter().map(|r| r.id)),
+        }
+    }
+    reading.stale.sort_unstable();
+    reading
+}
+
+/// Computes every move the cluster needs now: returns to recovered origins first,
+/// then moves off nodes that cannot run monitors.
+pub fn plan(view: &ClusterView) -> Plan {
+    let index: HashMap<&str, usize> = view.nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
+    let mut loads = vec![0usize; view.nodes.len()];
+    for m in view.monitors.iter().filter(|m| m.active) {
+        if let Some(&i) = m.effective().and_then(|id| index.get(id)) {
+            loads[i] += 1;
+        }
+    }
+    let mut plan = Plan::default();
+    let mut moved = vec![false; view.monitors.len()];
+
+    for (k, m) in view.monitors.iter().enumerate() {
+        let Some(origin) = &m.origin else { continue };
+        let Some(&o) = index.get(origin.node.as_str()) else { continue };
+        let node = &view.nodes[o];
+        if !(node.ready() && node.stable && node.settled) || m.effective() == Some(node.id.as_str()) {
+            continue;
+        }
+        if m.active && loads[o] >= node.limit {
+            continue;
+        }
+        if m.active {
+            loads[o] += 1;
+            if let Some(&from) = m.effective().and_then(|id| index.get(id)) {
+                loads[from] -= 1;
+            }
+        }
+        moved[k] = true;
+        plan.moves.push(Move {
+            monitor: m.id,
+            from: m.effective().map(str::to_owned),
+            to: node.id.clone(),
+            assigned: (m.home.as_deref() != Some(node.id.as_str())).then(|| node.id.clone()),
+            kind: MoveKind::Revert { closes: origin.rows.clone() },
+        });
+    }
+
+    let stable: Vec<usize> = (0..view.nodes.len()).filter(|&i| view.nodes[i].ready() && view.nodes[i].stable).collect();
+    let candidates = if stable.is_empty() {
+        (0..view.nodes.len()).filter(|&i| view.nodes[i].ready()).collect()
+    } else {
+        stable
+    };
+
+    for (k, m) in view.monitors.iter().enumerate() {
+        if !m.active || moved[k] {
+            continue;
+        }
+        let current = m.effective().and_then(|id| index.get(id)).map(|&i| &view.nodes[i]);
+        let reason = match current {
+            Some(n) if n.ready() || n.health == Health::Unknown => continue,
+            Some(n) if n.health == Health::Up => Reason::Drain,
+            _ => Reason::Failover,
+        };
+        let Some(target) = pick_target(&candidates, &loads, &view.nodes) else {
+            plan.stranded.push(m.id);
+            continue;
+        };
+        if loads[target] >= view.nodes[target].limit {
+            plan.over_capacity += 1;
+        }
+        loads[target] += 1;
+        if let Some(&from) = m.effective().and_then(|id| index.get(id)) {
+            loads[from] -= 1;
+        }
+        let to = view.nodes[target].id.clone();
+        plan.moves.push(Move {
+            monitor: m.id,
+            from: m.effective().map(str::to_owned),
+            assigned: (m.home.as_deref() != Some(to.as_str())).then(|| to.clone()),
+            to,
+            kind: MoveKind::Displace(reason),
+        });
+    }
+    plan
+}
+
+/// The least-loaded candidate below its limit, or the least-loaded of all when
+/// every candidate is full. Ties go to the earlier node, so plans are repeatable.
+fn pick_target(candidates: &[usize], loads: &[usize], nodes: &[NodeView]) -> Option<usize> {
+    let below = candidates.iter().copied().filter(|&i| loads[i] < nodes[i].limit).min_by_key(|&i| loads[i]);
+    below.or_else(|| candidates.iter().copied().min_by_key(|&i| loads[i]))
+}
+
+impl ClusterView {
+    /// The view as it will be once `moves` have committed: assignments changed,
+    /// reverted origins cleared and new displacements recorded.
+    pub fn apply(&mut self, moves: &[Move]) {
+        let position: HashMap<MonitorId, usize> = self.monitors.iter().enumerate().map(|(i, m)| (m.id, i)).collect();
+        for mv in moves {
+            let Some(&i) = position.get(&mv.monitor) else { continue };
+            let m = &mut self.monitors[i];
+            m.assigned = mv.assigned.clone();
+            match &mv.kind {
+                MoveKind::Revert { .. } => m.origin = None,
+                MoveKind::Displace(_) => {
+                    if m.origin.is_none() {
+                        m.origin = mv.from.clone().map(|node| Origin { node, rows: Vec::new() });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Active monitors per node id, counted on effective nodes.
+    pub fn loads(&self) -> HashMap<&str, usize> {
+        let mut loads = HashMap::new();
+        for m in self.monitors.iter().filter(|m| m.active) {
+            if let Some(node) = m.effective() {
+                *loads.entry(node).or_insert(0) += 1;
+            }
+        }
+        loads
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn node(id: &str, health: Health) -> NodeView {
+        NodeView { id: id.into(), health, enabled: true, stable: true, settled: true, limit: 1000 }
+    }
+
+    fn at_home(id: MonitorId, home: &str) -> MonitorView {
+        MonitorView { id, active: true, home: Some(home.into()), assigned: None, origin: None }
+    }
+
+    #[test]
+    fn a_down_nodes_monitors_spread_evenly_over_ready_nodes() {
+        let mut view = ClusterView {
+            nodes: vec![node("a", Health::Down), node("b", Health::Up), node("c", Health::Up)],
+            monitors: (0..10).map(|i| at_home(i, "a")).collect(),
+        };
+        view.monitors.push(at_home(100, "b"));
+        let plan = plan(&view);
+        assert_eq!(plan.moves.len(), 10);
+        assert!(plan.moves.iter().all(|m| m.kind == MoveKind::Displace(Reason::Failover)));
+        view.apply(&plan.moves);
+        let loads = view.loads();
+        assert_eq!((loads["b"], loads["c"]), (6, 5));
+    }
+
+    #[test]
+    fn a_recovered_settled_origin_gets_its_monitors_back_home() {
+        let mut view = ClusterView {
+            nodes: vec![node("a", Health::Up), node("b", Health::Up)],
+            monitors: vec![MonitorView {
+                id: 1,
+                active: true,
+                home: Some("a".into()),
+                assigned: Some("b".into()),
+                origin: Some(Origin { node: "a".into(), rows: vec![7] }),
+            }],
+        };
+        let plan = plan(&view);
+        assert_eq!(
+            plan.moves,
+            vec![Move {
+                monitor: 1,
+                from: Some("b".into()),
+                to: "a".into(),
+                assigned: None,
+                kind: MoveKind::Revert { closes: vec![7] },
+            }]
+        );
+        view.apply(&plan.moves);
+        assert_eq!(view.monitors[0].effective(), Some("a"));
+    }
+
+    #[test]
+    fn an_unsettled_origin_waits() {
+        let mut a = node("a", Health::Up);
+        a.settled = false;
+        let view = ClusterView {
+            nodes: vec![a, node("b", Health::Up)],
+            monitors: vec![MonitorView {
+                id: 1,
+                active: true,
+                home: Some("a".into()),
+                assigned: Some("b".into()),
+                origin: Some(Origin { node: "a".into(), rows: vec![7] }),
+            }],
+        };
+        assert_eq!(plan(&view), Plan::default());
+    }
+
+    #[test]
+    fn a_revert_to_an_override_restores_the_override() {
+        let view = ClusterView {
+            nodes: vec![node("a", Health::Up), node("b", Health::Up), node("c", Health::Up)],
+            monitors: vec![MonitorView {
+                id: 1,
+                active: true,
+                home: Some("b".into()),
+                assigned: Some("c".into()),
+                origin: Some(Origin { node: "a".into(), rows: vec![3] }),
+            }],
+        };
+        assert_eq!(plan(&view).moves[0].assigned.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn with_no_ready_node_nothing_moves_and_the_monitors_are_stranded() {
+        let view = ClusterView {
+            nodes: vec![node("a", Health::Down), node("b", Health::Down)],
+            monitors: vec![at_home(1, "a"), at_home(2, "b")],
+        };
+        let plan = plan(&view);
+        assert!(plan.moves.is_empty());
+        assert_eq!(plan.stranded, vec![1, 2]);
+    }
+
+    #[test]
+    fn monitors_on_a_node_without_a_verdict_stay_put() {
+        let view = ClusterView {
+            nodes: vec![node("a", Health::Unknown), node("b", Health::Up)],
+            monitors: vec![at_home(1, "a")],
+        };
+        assert_eq!(plan(&view), Plan::default());
+    }
+
+    #[test]
+    fn monitors_without_a_node_or_on_an_unknown_node_are_placed() {
+        let view = ClusterView {
+            nodes: vec![node("b", Health::Up)],
+            monitors: vec![
+                MonitorView { id: 1, active: true, home: None, assigned: None, origin: None },
+                at_home(2, "ghost"),
+            ],
+        };
+        let plan = plan(&view);
+        assert_eq!(plan.moves.len(), 2);
+        assert_eq!(plan.moves[0].from, None);
+        assert_eq!(plan.moves[1].from.as_deref(), Some("ghost"));
+    }
+
+    #[test]
+    fn a_disabled_node_is_drained() {
+        let mut a = node("a", Health::Up);
+        a.enabled = false;
+        let view = ClusterView { nodes: vec![a, node("b", Health::Up)], monitors: vec![at_home(1, "a")] };
+        assert_eq!(plan(&view).moves[0].kind, MoveKind::Displace(Reason::Drain));
+    }
+
+    #[test]
+    fn paused_monitors_are_not_moved_off_a_down_node() {
+        let mut paused = at_home(1, "a");
+        paused.active = false;
+        let view = ClusterView { nodes: vec![node("a", Health::Down), node("b", Health::Up)], monitors: vec![paused] };
+        assert_eq!(plan(&view), Plan::default());
+    }
+
+    #[test]
+    fn a_damped_node_is_a_target_only_when_no_stable_node_is_ready() {
+        let mut b = node("b", Health::Up);
+        b.stable = false;
+        let view = ClusterView {
+            nodes: vec![node("a", Health::Down), b.clone(), node("c", Health::Up)],
+            monitors: (0..4).map(|i| at_home(i, "a")).collect(),
+        };
+        assert!(plan(&view).moves.iter().all(|m| m.to == "c"));
+        let view = ClusterView { nodes: vec![node("a", Health::Down), b], monitors: vec![at_home(1, "a")] };
+        assert_eq!(plan(&view).moves[0].to, "b");
+    }
+
+    #[test]
+    fn full_nodes_are_skipped_while_another_has_room() {
+        let mut b = node("b", Health::Up);
+        b.limit = 1;
+        let view = ClusterView {
+            nodes: vec![node("a", Health::Down), b, node("c", Health::Up)],
+            monitors: vec![at_home(1, "a"), at_home(2, "a"), at_home(3, "b"), at_home(4, "c"), at_home(5, "c")],
+        };
+        let plan = plan(&view);
+        assert!(plan.moves.iter().all(|m| m.to == "c"));
+        assert_eq!(plan.over_capacity, 0);
+    }
+
+    fn open(id: i64, monitor: MonitorId, from: &str, to: &str, reason: Reason) -> OpenMove {
+        OpenMove { id, monitor, from: Some(from.into()), to: to.into(), reason }
+    }
+
+    #[test]
+    fn the_ledger_origin_is_the_first_displacement_of_a_chain() {
+        let rows = vec![open(2, 1, "b", "c", Reason::Failover), open(1, 1, "a", "b", Reason::Failover)];
+        let reading = read_ledger(&rows, |_| Some("c"));
+        assert_eq!(reading.origins[&1], Origin { node: "a".into(), rows: vec![1, 2] });
+        assert!(reading.stale.is_empty());
+    }
+
+    #[test]
+    fn an_operator_move_supersedes_earlier_displacements() {
+        let rows = vec![open(1, 1, "a", "b", Reason::Failover), open(2, 1, "b", "c", Reason::Manual)];
+        let reading = read_ledger(&rows, |_| Some("c"));
+        assert!(reading.origins.is_empty());
+        assert_eq!(reading.stale, vec![1]);
+    }
+
+    #[test]
+    fn a_displacement_after_an_operator_move_returns_to_the_operators_choice() {
+        let rows = vec![open(1, 1, "a", "c", Reason::Manual), open(2, 1, "c", "d", Reason::Failover)];
+        let reading = read_ledger(&rows, |_| Some("d"));
+        assert_eq!(reading.origins[&1].node, "c");
+    }
+
+    #[test]
+    fn rows_that_no_longer_match_the_monitor_are_stale() {
+        let rows = vec![open(1, 1, "a", "b", Reason::Failover)];
+        let reading = read_ledger(&rows, |_| Some("z"));
+        assert!(reading.origins.is_empty());
+        assert_eq!(reading.stale, vec![1]);
+    }
+
+    fn arb_view() -> impl Strategy<Value = ClusterView> {
+        let health = prop_oneof![Just(Health::Up), Just(Health::Up), Just(Health::Down), Just(Health::Unknown)];
+        let nodes = prop::collection::vec((health, any::<bool>(), any::<bool>(), any::<bool>(), 1usize..40), 1..7);
+        nodes.prop_flat_map(|nodes| {
+            let n = nodes.len();
+            let nodes: Vec<NodeView> = nodes
+                .into_iter()
+                .enumerate()
+                .map(|(i, (health, disabled, damped, unsettled, limit))| NodeView {
+                    id: format!("n{i}"),
+                    health,
+                    enabled: !(disabled && i % 2 == 0),
+                    stable: !damped,
+                    settled: !unsettled,
+                    limit,
+                })
+                .collect();
+            // indexes past n name nodes that are not in the view
+            let slot = prop::option::of(0..n + 2);
+            let monitor = (any::<bool>(), slot.clone(), prop::option::weighted(0.3, 0..n + 2), prop::option::weighted(0.3, 0..n));
+            prop::collection::vec(monitor, 0..120).prop_map(move |ms| ClusterView {
+                nodes: nodes.clone(),
+                monitors: ms
+                    .into_iter()
+                    .enumerate()
+                    .map(|(id, (paused, home, assigned, origin))| {
+                        let name = |i: usize| format!("n{i}");
+                        let home = home.map(name);
+                        let assigned = assigned.map(name);
+                        let effective = assigned.clone().or(home.clone());
+                        MonitorView {
+                            id: id as MonitorId,
+                            active: !paused || id % 3 != 0,
+                            origin: origin
+                                .map(name)
+                                .filter(|o| Some(o) != effective.as_ref())
+                                .map(|node| Origin { node, rows: vec![id as i64] }),
+                            home,
+                            assigned,
+                        }
+                    })
+                    .collect(),
+            })
+        })
+    }
+
+    fn health_of<'a>(view: &'a ClusterView, id: Option<&str>) -> Option<&'a NodeView> {
+        id.and_then(|id| view.nodes.iter().find(|n| n.id == id))
+    }
+
+    proptest! {
+        #[test]
+        fn every_active_monitor_ends_on_a_ready_node_when_one_exists(view in arb_view()) {
+            let mut after = view.clone();
+            let plan = plan(&view);
+            after.apply(&plan.moves);
+            let any_ready = view.nodes.iter().any(NodeView::ready);
+            for m in after.monitors.iter().filter(|m| m.active) {
+                let node = health_of(&after, m.effective());
+                let waiting = node.is_some_and(|n| n.health == Health::Unknown);
+                if any_ready && !waiting {
+                    prop_assert!(node.is_some_and(NodeView::ready), "monitor {} on {:?}", m.id, m.effective());
+                }
+            }
+            if !any_ready {
+                prop_assert!(plan.moves.is_empty());
+            }
+        }
+
+        #[test]
+        fn limits_are_exceeded_only_when_every_candidate_is_full(view in arb_view()) {
+            let plan = plan(&view);
+            let mut after = view.clone();
+            after.apply(&plan.moves);
+            let loads = after.loads();
+            let before = view.loads();
+            let ready_stable: Vec<&NodeView> = after.nodes.iter().filter(|n| n.ready() && n.stable).collect();
+            let candidates: Vec<&NodeView> = if ready_stable.is_empty() {
+                after.nodes.iter().filter(|n| n.ready()).collect()
+            } else {
+                ready_stable
+            };
+            for n in &after.nodes {
+                let load = loads.get(n.id.as_str()).copied().unwrap_or(0);
+                let was = before.get(n.id.as_str()).copied().unwrap_or(0);
+                if load > n.limit && load > was {
+                    prop_assert!(plan.over_capacity > 0, "{} grew past its limit", n.id);
+                    prop_assert!(candidates.iter().all(|c| loads.get(c.id.as_str()).copied().unwrap_or(0) >= c.limit));
+                }
+            }
+        }
+
+        #[test]
+        fn only_monitors_that_must_move_do_and_each_moves_once(view in arb_view()) {
+            let plan = plan(&view);
+            let mut seen = std::collections::HashSet::new();
+            for mv in &plan.moves {
+                prop_assert!(seen.insert(mv.monitor), "monitor {} moved twice", mv.monitor);
+                let m = view.monitors.iter().find(|m| m.id == mv.monitor).unwrap();
+                let current_ready = health_of(&view, m.effective()).is_some_and(NodeView::ready);
+                match &mv.kind {
+                    MoveKind::Displace(_) => prop_assert!(!current_ready && m.active),
+                    MoveKind::Revert { .. } => {
+                        let origin = m.origin.as_ref().unwrap();
+                        prop_assert_eq!(&mv.to, &origin.node);
+                        let node = health_of(&view, Some(&origin.node)).unwrap();
+                        prop_assert!(node.ready() && node.stable && node.settled);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn planning_twice_changes_nothing(view in arb_view()) {
+            let mut after = view.clone();
+            after.apply(&plan(&view).moves);
+            let again = plan(&after);
+            prop_assert!(again.moves.is_empty(), "second plan moved {:?}", again.moves);
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! One reconcile decision, pure: the rows read inside the decision's transaction
+//! plus the supervisor's knowledge of node health give the writes to make and the
+//! routing table to publish. The ClusterActor only does the IO around it.
+
+use crate::config::StaticNode;
+use crate::health::Health;
+use crate::placement::{self, ClusterView, MonitorId, MonitorView, Move, MoveKind, NodeView};
+use crate::routing::{RouteNode, RoutingTable};
+use crate::store::{Changes, ClusterRows, NewEvent, NodeStatus};
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+
+/// What the supervisor knows of one node beyond its row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeInput {
+    pub health: Health,
+    /// Not flap-damped.
+    pub stable: bool,
+    /// Up for the whole hold-down and not damped.
+    pub settled: bool,
+}
+
+impl NodeInput {
+    pub const UNKNOWN: NodeInput = NodeInput { health: Health::Unknown, stable: false, settled: false };
+}
+
+pub struct Inputs<'a> {
+    pub nodes: &'a HashMap<String, NodeInput>,
+    pub static_nodes: &'a [StaticNode],
+    pub limit: usize,
+    /// Latched by the caller once every node has had a first verdict: before that,
+    /// nothing is written.
+    pub started: bool,
+    pub setup_complete: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Decision {
+    pub started: bool,
+    pub changes: Changes,
+    pub stranded: Vec<MonitorId>,
+    pub over_capacity: usize,
+    /// The routing table as it stands once `changes` have committed.
+    pub table: RoutingTable,
+}
+
+struct NodeFacts<'a> {
+    id: &'a str,
+    host: Option<&'a str>,
+    status: Option<&'a str>,
+    enabled: bool,
+    is_primary: bool,
+}
+
+pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Decision {
+    let register: Vec<StaticNode> = inputs
+        .static_nodes
+        .iter()
+        .filter(|s| !rows.nodes.iter().any(|n| n.id == s.id))
+        .cloned()
+        .collect();
+    let facts: Vec<NodeFacts> = rows
+        .nodes
+        .iter()
+        .map(|n| NodeFacts {
+            id: &n.id,
+            host: n.host.as_deref(),
+            status: n.status.as_deref(),
+            enabled: n.enabled,
+            is_primary: n.is_primary,
+        })
+        .chain(register.iter().map(|s| NodeFacts {
+            id: &s.id,
+            host: Some(&s.host),
+            status: None,
+            enabled: true,
+            is_primary: false,
+        }))
+        .collect();
+    let input = |id: &str| inputs.nodes.get(id).copied().unwrap_or(NodeInput::UNKNOWN);
+    let started = inputs.started || facts.iter().all(|n| input(n.id).health != Health::Unknown);
+
+    let effective: HashMap<MonitorId, Option<&str>> =
+        rows.monitors.iter().map(|m| (m.id, m.assigned.as_deref().or(m.home.as_deref()))).collect();
+    let mut ledger = placement::read_ledger(&rows.open_moves, |id| effective.get(&id).copied().flatten());
+    let mut view = ClusterView {
+        nodes: facts
+            .iter()
+            .map(|n| {
+                let i = input(n.id);
+                NodeView {
+                    id: n.id.to_owned(),
+                    health: i.health,
+                    enabled: n.enabled,
+                    stable: i.stable,
+                    settled: i.settled,
+                    limit: inputs.limit,
+                }
+            })
+            .collect(),
+        monitors: rows
+            .monitors
+            .iter()
+            .map(|m| MonitorView {
+                id: m.id,
+                active: m.active,
+                home: m.home.clone(),
+                assigned: m.assigned.clone(),
+                origin: ledger.origins.remove(&m.id),
+            })
+            .collect(),
+    };
+    // ledger rows for monitors that no longer exist have nothing left to describe
+    ledger.stale.extend(ledger.origins.values().flat_map(|o| o.rows.iter().copied()));
+    ledger.stale.sort_unstable();
+
+    let mut changes = Changes { register: register.clone(), ..Changes::default() };
+    let (mut stranded, mut over_capacity) = (Vec::new(), 0);
+    if started {
+        let plan = placement::plan(&view);
+        for n in &facts {
+            let wanted = match input(n.id).health {
+                Health::Up => NodeStatus::Online,
+                Health::Down => NodeStatus::Offline,
+                Health::Unknown => continue,
+            };
+            if n.status != Some(wanted.as_str()) {
+                changes.statuses.push((n.id.to_owned(), wanted));
+            }
+        }
+        view.apply(&plan.moves);
+        changes.events = events(&changes.statuses, &plan.moves, ledger.stale.len());
+        changes.moves = plan.moves;
+        changes.close = ledger.stale;
+        stranded = plan.stranded;
+        over_capacity = plan.over_capacity;
+    }
+    let table = routing_table(&view, &facts, inputs.setup_complete);
+    Decision { started, changes, stranded, over_capacity, table }
+}
+
+/// One event per node status change, per (reason, source) group of moves, per
+/// revert target, and one for stale ledger rows closed.
+fn events(statuses: &[(String, NodeStatus)], moves: &[Move], stale: usize) -> Vec<NewEvent> {
+    let mut events: Vec<NewEvent> = statuses
+        .iter()
+        .map(|(id, status)| NewEvent {
+            kind: match status {
+                NodeStatus::Online => "node_up",
+                NodeStatus::Offline => "node_down",
+            },
+            node_id: Some(id.clone()),
+            outcome: "committed",
+            detail: json!({ "status": status.as_str() }),
+        })
+        .collect();
+    let mut groups: BTreeMap<(&'static str, Option<&str>), BTreeMap<&str, usize>> = BTreeMap::new();
+    for mv in moves {
+        let (kind, node, peer) = match &mv.kind {
+            MoveKind::Displace(reason) => (reason.as_str(), mv.from.as_deref(), mv.to.as_str()),
+            MoveKind::Revert { .. } => ("revert", Some(mv.to.as_str()), mv.from.as_deref().unwrap_or("")),
+        };
+        *groups.entry((kind, node)).or_default().entry(peer).or_default() += 1;
+    }
+    for ((kind, node), peers) in groups {
+        let moved: usize = peers.values().sum();
+        let detail = if kind == "revert" {
+            json!({ "moved": moved, "from": peers })
+        } else {
+            json!({ "moved": moved, "to": peers })
+        };
+        events.push(NewEvent { kind, node_id: node.map(str::to_owned), outcome: "committed", detail });
+    }
+    if stale > 0 {
+        events.push(NewEvent {
+            kind: "ledger_cleanup",
+            node_id: None,
+            outcome: "committed",
+            detail: json!({ "closed": stale }),
+        });
+    }
+    events
+}
+
+fn routing_table(view: &ClusterView, facts: &[NodeFacts], setup_complete: bool) -> RoutingTable {
+    let loads = view.loads();
+    let nodes: Vec<RouteNode> = view
+        .nodes
+        .iter()
+        .zip(facts)
+        .map(|(n, f)| RouteNode {
+            id: n.id.clone(),
+            host: f.host.map(str::to_owned),
+            health: n.health,
+            ready: n.ready(),
+            enabled: n.enabled,
+            monitor_count: loads.get(n.id.as_str()).copied().unwrap_or(0),
+            limit: n.limit,
+        })
+        .collect();
+    let index: HashMap<&str, usize> = nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
+    let monitors = view
+        .monitors
+        .iter()
+        .filter(|m| m.active)
+        .filter_map(|m| Some((m.id, *index.get(m.effective()?)?)))
+        .collect();
+    RoutingTable {
+        generation: 0,
+        nodes,
+        monitors,
+        primary: facts.iter().find(|f| f.is_primary).map(|f| f.id.to_owned()),
+        setup_complete,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::{OpenMove, Reason};
+    use crate::store::{MonitorRow, NodeRow};
+
+    fn row(id: &str, status: &str) -> NodeRow {
+        NodeRow {
+            id: id.into(),
+            name: id.into(),
+            host: Some(format!("{id}:3001")),
+            status: Some(status.into()),
+            enabled: true,
+            is_primary: id == "a",
+        }
+    }
+
+    fn rows() -> ClusterRows {
+        ClusterRows {
+            nodes: vec![row("a", "online"), row("b", "online")],
+            monitors: (1..=4)
+                .map(|id| MonitorRow { id, active: true, home: Some(if id <= 2 { "a" } else { "b" }.into()), assigned: None })
+                .collect(),
+            open_moves: vec![],
+        }
+    }
+
+    fn up() -> NodeInput {
+        NodeInput { health: Health::Up, stable: true, settled: true }
+    }
+
+    fn down() -> NodeInput {
+        NodeInput { health: Health::Down, stable: true, settled: false }
+    }
+
+    fn decide_with(rows: &ClusterRows, nodes: &[(&str, NodeInput)], started: bool) -> Decision {
+        let nodes: HashMap<String, NodeInput> = nodes.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        decide(rows, &Inputs { nodes: &nodes, static_nodes: &[], limit: 1000, started, setup_complete: true })
+    }
+
+    #[test]
+    fn nothing_is_written_until_every_node_has_a_verdict() {
+        let d = decide_with(&rows(), &[("a", down())], false);
+        assert!(!d.started);
+        assert!(d.changes.is_empty());
+    }
+
+    #[test]
+    fn a_settled_cluster_writes_nothing() {
+        let d = decide_with(&rows(), &[("a", up()), ("b", up())], false);
+        assert!(d.started);
+        assert!(d.changes.is_empty(), "{:?}", d.changes);
+        assert_eq!(d.table.node("a").unwrap().monitor_count, 2);
+        assert_eq!(d.table.primary.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_down_node_is_marked_offline_and_its_monitors_move_in_one_decision() {
+        let d = decide_with(&rows(), &[("a", down()), ("b", up())], true);
+        assert_eq!(d.changes.statuses, vec![("a".to_string(), NodeStatus::Offline)]);
+        assert_eq!(d.changes.moves.len(), 2);
+        assert!(d.changes.moves.iter().all(|m| m.to == "b" && m.kind == MoveKind::Displace(Reason::Failover)));
+        let kinds: Vec<&str> = d.changes.events.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, vec!["node_down", "failover"]);
+        assert_eq!(d.changes.events[1].detail, json!({ "moved": 2, "to": { "b": 2 } }));
+        assert_eq!(d.table.node("b").unwrap().monitor_count, 4);
+        assert!(!d.table.node("a").unwrap().ready);
+        assert_eq!(d.table.node_of_monitor(1).unwrap().id, "b");
+    }
+
+    #[test]
+    fn ledger_rows_of_deleted_monitors_are_closed() {
+        let mut r = rows();
+        r.open_moves.push(OpenMove { id: 9, monitor: 99, from: Some("a".into()), to: "b".into(), reason: Reason::Failover });
+        let d = decide_with(&r, &[("a", up()), ("b", up())], true);
+        assert_eq!(d.changes.close, vec![9]);
+    }
+
+    #[test]
+    fn missing_static_nodes_are_registered() {
+        let statics = vec![StaticNode { id: "c".into(), host: "c:3001".into(), name: None }];
+        let nodes: HashMap<String, NodeInput> = [("a".to_string(), up()), ("b".to_string(), up())].into();
+        let d = decide(&rows(), &Inputs { nodes: &nodes, static_nodes: &statics, limit: 1000, started: false, setup_complete: true });
+        assert_eq!(d.changes.register, statics);
+        assert!(!d.started, "the registered node has no verdict yet");
+    }
+}

@@ -1,0 +1,305 @@
+//! Every database query kuma-cluster makes. Callers pass a connection or an open
+//! transaction, so a decision's reads and writes share one transaction.
+
+use crate::config::StaticNode;
+use crate::placement::{MonitorId, Move, MoveKind, OpenMove, Reason};
+use chrono::{DateTime, Utc};
+use entity::{event_log, monitor, move_ledger, node};
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sea_query::{Alias, Expr, Query};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+use std::collections::BTreeMap;
+
+/// Rows per statement for `IN (...)` lists and multi-row inserts: far below the
+/// placeholder limits of SQLite and MariaDB.
+const CHUNK: usize = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sea_orm::DbErr),
+    #[error("cannot create the database directory {path}: {source}")]
+    Directory { path: String, source: std::io::Error },
+    #[error("the ledger holds an unknown move reason {0:?}")]
+    UnknownReason(String),
+}
+
+/// A node row as the supervisor reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeRow {
+    pub id: String,
+    pub name: String,
+    pub host: Option<String>,
+    pub status: Option<String>,
+    pub enabled: bool,
+    pub is_primary: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MonitorRow {
+    pub id: MonitorId,
+    pub active: bool,
+    pub home: Option<String>,
+    pub assigned: Option<String>,
+}
+
+/// Everything a decision reads, taken inside its transaction.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterRows {
+    pub nodes: Vec<NodeRow>,
+    pub monitors: Vec<MonitorRow>,
+    pub open_moves: Vec<OpenMove>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeStatus {
+    Online,
+    Offline,
+}
+
+impl NodeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Online => "online",
+            NodeStatus::Offline => "offline",
+        }
+    }
+}
+
+/// One row for the event log; written in the transaction of the action it records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEvent {
+    pub kind: &'static str,
+    pub node_id: Option<String>,
+    pub outcome: &'static str,
+    pub detail: serde_json::Value,
+}
+
+/// All writes of one decision.
+#[derive(Clone, Debug, Default)]
+pub struct Changes {
+    pub register: Vec<StaticNode>,
+    pub statuses: Vec<(String, NodeStatus)>,
+    pub moves: Vec<Move>,
+    pub close: Vec<i64>,
+    pub events: Vec<NewEvent>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.register.is_empty()
+            && self.statuses.is_empty()
+            && self.moves.is_empty()
+            && self.close.is_empty()
+            && self.events.is_empty()
+    }
+}
+
+/// Opens the database, creating the SQLite file and its directory when missing.
+pub async fn connect(url: &str) -> Result<DatabaseConnection, StoreError> {
+    if let Some(path) = sqlite_path(url) {
+        if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StoreError::Directory { path: dir.display().to_string(), source })?;
+        }
+    }
+    let mut options = ConnectOptions::new(url.to_owned());
+    options.sqlx_logging(false);
+    Ok(Database::connect(options).await?)
+}
+
+fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), StoreError> {
+    Ok(Migrator::up(db, None).await?)
+}
+
+pub async fn load(c: &impl ConnectionTrait) -> Result<ClusterRows, StoreError> {
+    let nodes = node::Entity::find()
+        .select_only()
+        .columns([
+            node::Column::NodeId,
+            node::Column::NodeName,
+            node::Column::Host,
+            node::Column::Status,
+            node::Column::Active,
+            node::Column::IsPrimary,
+        ])
+        .order_by_asc(node::Column::NodeId)
+        .into_tuple::<(String, String, Option<String>, Option<String>, Option<bool>, Option<bool>)>()
+        .all(c)
+        .await?
+        .into_iter()
+        .map(|(id, name, host, status, active, is_primary)| NodeRow {
+            id,
+            name,
+            host: host.filter(|h| !h.trim().is_empty()),
+            status,
+            enabled: active.unwrap_or(true),
+            is_primary: is_primary.unwrap_or(false),
+        })
+        .collect();
+    let monitors = monitor::Entity::find()
+        .select_only()
+        .columns([
+            monitor::Column::Id,
+            monitor::Column::Active,
+            monitor::Column::NodeId,
+            monitor::Column::AssignedNode,
+        ])
+        .order_by_asc(monitor::Column::Id)
+        .into_tuple::<(u32, bool, Option<String>, Option<String>)>()
+        .all(c)
+        .await?
+        .into_iter()
+        .map(|(id, active, home, assigned)| MonitorRow {
+            id,
+            active,
+            home: home.filter(|h| !h.is_empty()),
+            assigned: assigned.filter(|a| !a.is_empty()),
+        })
+        .collect();
+    let open_moves = move_ledger::Entity::find()
+        .filter(move_ledger::Column::UndoneAt.is_null())
+        .order_by_asc(move_ledger::Column::Id)
+        .all(c)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let reason = Reason::parse(&row.reason).ok_or_else(|| StoreError::UnknownReason(row.reason.clone()))?;
+            Ok(OpenMove { id: row.id, monitor: row.monitor_id, from: row.from_node, to: row.to_node, reason })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(ClusterRows { nodes, monitors, open_moves })
+}
+
+/// Applies one decision's writes. The caller owns the transaction and commits it.
+pub async fn write(c: &impl ConnectionTrait, changes: &Changes, now: DateTime<Utc>) -> Result<(), StoreError> {
+    for n in &changes.register {
+        let row = node::ActiveModel {
+            node_id: Set(n.id.clone()),
+            node_name: Set(n.name.clone().unwrap_or_else(|| n.id.clone())),
+            host: Set(Some(n.host.clone())),
+            status: NotSet,
+            active: NotSet,
+            is_primary: NotSet,
+            last_seen: NotSet,
+        };
+        node::Entity::insert(row).exec_without_returning(c).await?;
+    }
+    for (id, status) in &changes.statuses {
+        let mut update = node::Entity::update_many().col_expr(node::Column::Status, Expr::value(status.as_str()));
+        if *status == NodeStatus::Online {
+            update = update.col_expr(node::Column::LastSeen, Expr::current_timestamp());
+        }
+        update.filter(node::Column::NodeId.eq(id.as_str())).exec(c).await?;
+    }
+
+    let mut by_assignment: BTreeMap<Option<&str>, Vec<MonitorId>> = BTreeMap::new();
+    for mv in &changes.moves {
+        by_assignment.entry(mv.assigned.as_deref()).or_default().push(mv.monitor);
+    }
+    for (assigned, ids) in by_assignment {
+        for chunk in ids.chunks(CHUNK) {
+            monitor::Entity::update_many()
+                .col_expr(monitor::Column::AssignedNode, Expr::value(assigned.map(str::to_owned)))
+                .filter(monitor::Column::Id.is_in(chunk.iter().copied()))
+                .exec(c)
+                .await?;
+        }
+    }
+
+    let opened: Vec<move_ledger::ActiveModel> = changes
+        .moves
+        .iter()
+        .filter_map(|mv| match mv.kind {
+            MoveKind::Displace(reason) => Some(move_ledger::ActiveModel {
+                id: NotSet,
+                monitor_id: Set(mv.monitor),
+                from_node: Set(mv.from.clone()),
+                to_node: Set(mv.to.clone()),
+                reason: Set(reason.as_str().to_owned()),
+                created_at: Set(now),
+                // a monitor that had no node has nowhere to return to
+                undone_at: Set(mv.from.is_none().then_some(now)),
+            }),
+            MoveKind::Revert { .. } => None,
+        })
+        .collect();
+    for chunk in opened.chunks(CHUNK) {
+        move_ledger::Entity::insert_many(chunk.to_vec()).exec_without_returning(c).await?;
+    }
+
+    let closed: Vec<i64> = changes
+        .moves
+        .iter()
+        .flat_map(|mv| match &mv.kind {
+            MoveKind::Revert { closes } => closes.as_slice(),
+            MoveKind::Displace(_) => &[],
+        })
+        .chain(&changes.close)
+        .copied()
+        .collect();
+    for chunk in closed.chunks(CHUNK) {
+        move_ledger::Entity::update_many()
+            .col_expr(move_ledger::Column::UndoneAt, Expr::value(now))
+            .filter(move_ledger::Column::Id.is_in(chunk.iter().copied()))
+            .exec(c)
+            .await?;
+    }
+
+    let events: Vec<event_log::ActiveModel> = changes.events.iter().map(|e| event_row(e, now)).collect();
+    for chunk in events.chunks(CHUNK) {
+        event_log::Entity::insert_many(chunk.to_vec()).exec_without_returning(c).await?;
+    }
+    Ok(())
+}
+
+/// Records an event on its own, for outcomes that have no transaction to ride in
+/// (a decision that failed).
+pub async fn record_event(c: &impl ConnectionTrait, event: &NewEvent, now: DateTime<Utc>) -> Result<(), StoreError> {
+    event_log::Entity::insert(event_row(event, now)).exec_without_returning(c).await?;
+    Ok(())
+}
+
+fn event_row(event: &NewEvent, now: DateTime<Utc>) -> event_log::ActiveModel {
+    event_log::ActiveModel {
+        id: NotSet,
+        created_at: Set(now),
+        kind: Set(event.kind.to_owned()),
+        node_id: Set(event.node_id.clone()),
+        outcome: Set(event.outcome.to_owned()),
+        detail: Set(event.detail.to_string()),
+    }
+}
+
+/// Whether Kuma's first-run setup is done: a `user` row exists. A database without
+/// Kuma's `user` table has no setup to wait for.
+pub async fn setup_complete(db: &DatabaseConnection) -> Result<bool, StoreError> {
+    if !migration::SchemaManager::new(db).has_table("user").await? {
+        return Ok(true);
+    }
+    let query = Query::select().expr(Expr::val(1)).from(Alias::new("user")).limit(1).to_owned();
+    Ok(db.query_one(&query).await?.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_path;
+
+    #[test]
+    fn sqlite_paths_are_read_from_urls() {
+        assert_eq!(sqlite_path("sqlite://./data/kc.db?mode=rwc"), Some("./data/kc.db"));
+        assert_eq!(sqlite_path("sqlite:/tmp/kc.db"), Some("/tmp/kc.db"));
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(sqlite_path("mysql://root@localhost/test"), None);
+    }
+}
