@@ -1,0 +1,399 @@
+//! Shared test helpers: databases on both backends, fake Kuma nodes, scripted
+//! probes, a transition collector and a supervisor started under test control.
+#![allow(dead_code)]
+
+use actix::prelude::*;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use futures_util::future::LocalBoxFuture;
+use kuma_cluster::actors::cluster::{ClusterActor, ClusterDeps, Reconcile};
+use kuma_cluster::actors::node::NodeTransition;
+use kuma_cluster::clock::ManualClock;
+use kuma_cluster::config::Settings;
+use kuma_cluster::probe::{Probe, ProbeError};
+use kuma_cluster::routing::{RoutingPublisher, RoutingReader};
+use kuma_cluster::store;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Generates one test per backend from an `async fn(TestDb)`:
+/// `sqlite::<name>` and `mariadb::<name>`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                crate::common::run(async { super::$name(crate::common::TestDb::sqlite().await).await });
+            })+
+        }
+        mod mariadb {
+            $(#[test]
+            fn $name() {
+                crate::common::run(async {
+                    if let Some(db) = crate::common::TestDb::mariadb().await {
+                        super::$name(db).await;
+                    }
+                });
+            })+
+        }
+    };
+}
+
+/// Runs a future on an actix system with real time.
+pub fn run<F: Future<Output = ()>>(fut: F) {
+    actix_rt::System::new().block_on(fut);
+}
+
+/// Runs a future on an actix system whose tokio clock is paused: timers fire in
+/// virtual time as soon as the runtime is idle.
+pub fn run_paused<F: Future<Output = ()>>(fut: F) {
+    let system = actix_rt::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap()
+    });
+    system.block_on(fut);
+}
+
+pub struct TestDb {
+    pub db: DatabaseConnection,
+    pub url: String,
+    /// The MariaDB database to drop at the end, with an admin connection.
+    mariadb: Option<(DatabaseConnection, String)>,
+    _dir: Option<TempDir>,
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed), fastrand::u32(..))
+}
+
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let path = std::env::temp_dir().join(unique("kc_test"));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl TestDb {
+    pub async fn sqlite() -> TestDb {
+        let dir = TempDir::new();
+        let url = format!("sqlite://{}/kc.db?mode=rwc", dir.0.display());
+        let db = store::connect(&url).await.expect("sqlite opens");
+        TestDb { db, url, mariadb: None, _dir: Some(dir) }
+    }
+
+    /// A fresh database on the MariaDB at `KC_TEST_MARIADB_URL` (default
+    /// `mysql://root@127.0.0.1:3306`). `None` (the test is skipped) when it is
+    /// unreachable, unless `KC_REQUIRE_MARIADB=1`, which makes that a failure.
+    pub async fn mariadb() -> Option<TestDb> {
+        let base = std::env::var("KC_TEST_MARIADB_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
+        let required = std::env::var("KC_REQUIRE_MARIADB").is_ok_and(|v| v == "1");
+        let admin = match store::connect(&format!("{base}/test")).await {
+            Ok(admin) => admin,
+            Err(e) if required => panic!("MariaDB is required (KC_REQUIRE_MARIADB=1) but unreachable: {e}"),
+            Err(e) => {
+                eprintln!("skipping: MariaDB unreachable at {base}: {e}");
+                return None;
+            }
+        };
+        let name = unique("kc_test");
+        admin.execute_unprepared(&format!("CREATE DATABASE `{name}`")).await.unwrap();
+        let url = format!("{base}/{name}");
+        let db = store::connect(&url).await.unwrap();
+        Some(TestDb { db, url, mariadb: Some((admin, name)), _dir: None })
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    pub async fn exec(&self, sql: &str) {
+        self.db.execute_unprepared(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        let row = self.db.query_one_raw(Statement::from_string(self.backend(), sql)).await.unwrap().unwrap();
+        row.try_get_by_index::<i64>(0).unwrap()
+    }
+
+    /// Rows of a query rendered as strings, for whole-table comparisons.
+    pub async fn rows(&self, sql: &str, columns: usize) -> Vec<Vec<Option<String>>> {
+        let rows = self.db.query_all_raw(Statement::from_string(self.backend(), sql)).await.unwrap();
+        rows.iter()
+            .map(|r| (0..columns).map(|i| r.try_get_by_index::<Option<String>>(i).unwrap()).collect())
+            .collect()
+    }
+
+    /// The definition of a table as the database reports it.
+    pub async fn schema_of(&self, table: &str) -> String {
+        match self.backend() {
+            DbBackend::Sqlite => {
+                let sql = format!("SELECT group_concat(sql, ';') FROM sqlite_master WHERE tbl_name = '{table}'");
+                self.rows(&sql, 1).await[0][0].clone().unwrap_or_default()
+            }
+            _ => {
+                let row = self
+                    .db
+                    .query_one_raw(Statement::from_string(self.backend(), format!("SHOW CREATE TABLE `{table}`")))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                row.try_get_by_index::<String>(1).unwrap()
+            }
+        }
+    }
+
+    pub async fn migrate(&self) {
+        store::migrate(&self.db).await.expect("migrations run");
+    }
+
+    pub async fn add_node(&self, id: &str, host: &str) {
+        self.exec(&format!(
+            "INSERT INTO node (node_id, node_name, host, status, active, is_primary) VALUES ('{id}', '{id}', '{host}', 'online', 1, {})",
+            i32::from(id.ends_with('1'))
+        ))
+        .await;
+    }
+
+    /// Inserts `count` active monitors homed on `node`, in one statement.
+    pub async fn add_monitors(&self, node: &str, count: usize) {
+        let values: Vec<String> = (0..count).map(|i| format!("('m-{node}-{i}', 1, '{node}')")).collect();
+        for chunk in values.chunks(500) {
+            self.exec(&format!("INSERT INTO monitor (name, active, node_id) VALUES {}", chunk.join(","))).await;
+        }
+    }
+
+    /// (id, node_id, assigned_node, active) of every monitor, by id.
+    pub async fn monitors(&self) -> Vec<(i64, Option<String>, Option<String>, bool)> {
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_string(
+                self.backend(),
+                "SELECT CAST(id AS SIGNED) AS id, node_id, assigned_node, active FROM monitor ORDER BY id",
+            ))
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| {
+                (
+                    r.try_get_by_index::<i64>(0).unwrap(),
+                    r.try_get_by_index(1).unwrap(),
+                    r.try_get_by_index(2).unwrap(),
+                    r.try_get_by_index::<bool>(3).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    pub async fn status_of(&self, node: &str) -> String {
+        self.rows(&format!("SELECT status FROM node WHERE node_id = '{node}'"), 1).await[0][0].clone().unwrap()
+    }
+
+    pub async fn drop_db(self) {
+        if let Some((admin, name)) = &self.mariadb {
+            admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS `{name}`")).await.unwrap();
+        }
+    }
+}
+
+/// A probe that never answers, for tests that drive the ClusterActor with
+/// transition messages alone.
+pub struct SilentProbe;
+
+impl Probe for SilentProbe {
+    fn check(&self, _: &str, _: &str) -> LocalBoxFuture<'static, Result<(), ProbeError>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Scripted {
+    Healthy,
+    Failing,
+    /// Never answers: the NodeActor's timeout must end it.
+    Hang,
+}
+
+/// Answers probes from a script; the last entry repeats. Records when each probe
+/// was made (in tokio time, which may be paused).
+#[derive(Clone)]
+pub struct ScriptedProbe {
+    script: Rc<RefCell<VecDeque<Scripted>>>,
+    pub calls: Rc<RefCell<Vec<tokio::time::Instant>>>,
+}
+
+impl ScriptedProbe {
+    pub fn new(script: impl IntoIterator<Item = Scripted>) -> Self {
+        ScriptedProbe { script: Rc::new(RefCell::new(script.into_iter().collect())), calls: Rc::default() }
+    }
+}
+
+impl Probe for ScriptedProbe {
+    fn check(&self, _: &str, _: &str) -> LocalBoxFuture<'static, Result<(), ProbeError>> {
+        self.calls.borrow_mut().push(tokio::time::Instant::now());
+        let mut script = self.script.borrow_mut();
+        let next = if script.len() > 1 { script.pop_front() } else { script.front().copied() };
+        match next.unwrap_or(Scripted::Healthy) {
+            Scripted::Healthy => Box::pin(async { Ok(()) }),
+            Scripted::Failing => Box::pin(async { Err(ProbeError::Status(503)) }),
+            Scripted::Hang => Box::pin(std::future::pending()),
+        }
+    }
+}
+
+/// Receives NodeTransitions in place of the ClusterActor.
+pub struct Collector {
+    pub seen: Rc<RefCell<Vec<(tokio::time::Instant, NodeTransition)>>>,
+}
+
+impl Actor for Collector {
+    type Context = Context<Self>;
+}
+
+impl Handler<NodeTransition> for Collector {
+    type Result = ();
+
+    fn handle(&mut self, msg: NodeTransition, _: &mut Self::Context) {
+        self.seen.borrow_mut().push((tokio::time::Instant::now(), msg));
+    }
+}
+
+/// An in-process stand-in for a Kuma node: `/api/v1/health` answers with a
+/// switchable status, and reconcile calls are recorded with their Authorization.
+pub struct FakeNode {
+    pub host: String,
+    pub health: Arc<AtomicU16>,
+    pub reconciles: Arc<Mutex<Vec<Option<String>>>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl FakeNode {
+    pub fn start() -> FakeNode {
+        let health = Arc::new(AtomicU16::new(200));
+        let reconciles: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+        let (h, r) = (health.clone(), reconciles.clone());
+        let server = HttpServer::new(move || {
+            let (h, r) = (h.clone(), r.clone());
+            App::new()
+                .route(
+                    "/api/v1/health",
+                    web::get().to(move || {
+                        let code = h.load(Ordering::SeqCst);
+                        async move {
+                            HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap())
+                                .json(serde_json::json!({ "ok": code == 200 }))
+                        }
+                    }),
+                )
+                .route(
+                    "/api/v1/reconcile-monitors",
+                    web::post().to(move |req: HttpRequest| {
+                        let auth = req.headers().get("authorization").map(|v| v.to_str().unwrap().to_owned());
+                        r.lock().unwrap().push(auth);
+                        async { HttpResponse::Ok().json(serde_json::json!({ "ok": true })) }
+                    }),
+                )
+        })
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let port = server.addrs()[0].port();
+        let server = server.run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        FakeNode { host: format!("127.0.0.1:{port}"), health, reconciles, handle }
+    }
+
+    pub fn set_health(&self, status: u16) {
+        self.health.store(status, Ordering::SeqCst);
+    }
+
+    pub fn reconcile_calls(&self) -> Vec<Option<String>> {
+        self.reconciles.lock().unwrap().clone()
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+    }
+}
+
+/// Settings for tests: defaults, with these `KUMA_CLUSTER__...` overrides.
+pub fn settings(overrides: &[(&str, &str)]) -> Settings {
+    Settings::load_with_env(None, overrides.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
+}
+
+pub struct Supervisor {
+    pub addr: Addr<ClusterActor>,
+    pub clock: ManualClock,
+    pub routing: RoutingReader,
+}
+
+impl Supervisor {
+    /// A ClusterActor on `db` whose time is a [`ManualClock`] and whose periodic
+    /// tick is an hour away, so only the test's messages trigger decisions.
+    pub fn start(db: &TestDb, probe: Rc<dyn Probe>, overrides: &[(&str, &str)]) -> Supervisor {
+        let mut all = vec![("KUMA_CLUSTER__CLUSTER__RECONCILE_INTERVAL", "1h")];
+        all.extend_from_slice(overrides);
+        let clock = ManualClock::new();
+        let publisher = RoutingPublisher::new();
+        let routing = publisher.reader();
+        let addr = ClusterActor::new(ClusterDeps {
+            db: db.db.clone(),
+            settings: Arc::new(settings(&all)),
+            clock: Arc::new(clock.clone()),
+            probe,
+            publisher,
+        })
+        .start();
+        Supervisor { addr, clock, routing }
+    }
+
+    pub async fn reconcile(&self) -> kuma_cluster::actors::cluster::DecisionSummary {
+        self.addr.send(Reconcile).await.unwrap().expect("decision commits")
+    }
+
+    pub async fn transition(&self, node: &str, from: kuma_cluster::health::Health, to: kuma_cluster::health::Health) {
+        self.addr
+            .send(NodeTransition {
+                node_id: node.into(),
+                transition: kuma_cluster::health::Transition { from, to },
+                last_error: None,
+            })
+            .await
+            .unwrap();
+    }
+
+    pub async fn state(&self) -> kuma_cluster::actors::cluster::ClusterState {
+        self.addr.send(kuma_cluster::actors::cluster::GetClusterState).await.unwrap()
+    }
+}
+
+/// Polls `check` every 20 ms until it holds, failing after `limit`: a liveness
+/// wait for real-time tests, not a speed assertion.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,140 @@
+//! NodeActor driven by scripted probe results under paused tokio time.
+
+mod common;
+
+use actix::prelude::*;
+use common::{run_paused, settings, Collector, Scripted, ScriptedProbe};
+use kuma_cluster::actors::node::{GetNodeState, NodeActor, Retire};
+use kuma_cluster::health::{Health, Transition};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::time::Instant;
+use Scripted::{Failing, Hang, Healthy};
+
+type Seen = Rc<RefCell<Vec<(Instant, kuma_cluster::actors::node::NodeTransition)>>>;
+
+fn start(probe: &ScriptedProbe) -> (Addr<NodeActor>, Seen) {
+    let seen: Seen = Rc::default();
+    let collector = Collector { seen: seen.clone() }.start();
+    let health = settings(&[]).health;
+    let actor = NodeActor::new(
+        "node1".into(),
+        Some("node1:3001".into()),
+        Rc::new(health),
+        Rc::new(probe.clone()),
+        collector.recipient(),
+    )
+    .start();
+    (actor, seen)
+}
+
+fn transitions(seen: &Seen) -> Vec<Transition> {
+    seen.borrow().iter().map(|(_, t)| t.transition).collect()
+}
+
+#[test]
+fn paused_time_drives_actix_timers_so_probes_follow_the_interval() {
+    run_paused(async {
+        let probe = ScriptedProbe::new([Healthy]);
+        let t0 = Instant::now();
+        let (_actor, _seen) = start(&probe);
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        let calls = probe.calls.borrow();
+        // first probe at once, then every 2 s ± 10 %: 28 to 34 probes in 61 s of virtual time
+        assert!((28..=34).contains(&calls.len()), "{} probes", calls.len());
+        assert_eq!(calls[0], t0);
+        for pair in calls.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(gap >= Duration::from_millis(1800) && gap <= Duration::from_millis(2200), "gap {gap:?}");
+        }
+    });
+}
+
+#[test]
+fn node_goes_down_after_three_consecutive_failures_and_reports_only_transitions() {
+    run_paused(async {
+        let probe = ScriptedProbe::new([Healthy, Healthy, Healthy, Failing, Failing, Failing]);
+        let (_actor, seen) = start(&probe);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(
+            transitions(&seen),
+            vec![
+                Transition { from: Health::Unknown, to: Health::Up },
+                Transition { from: Health::Up, to: Health::Down },
+            ]
+        );
+        let seen = seen.borrow();
+        assert_eq!(seen[1].1.last_error.as_deref(), Some("status 503"));
+        // the sixth probe, five intervals after the first
+        let detected = seen[1].0 - probe.calls.borrow()[0];
+        assert!(detected >= Duration::from_secs(9) && detected <= Duration::from_secs(11), "{detected:?}");
+    });
+}
+
+#[test]
+fn a_node_failing_every_other_probe_never_transitions_after_its_first_verdict() {
+    run_paused(async {
+        let script: Vec<Scripted> =
+            [Healthy, Healthy].into_iter().chain((0..500).map(|i| if i % 2 == 0 { Failing } else { Healthy })).collect();
+        let probe = ScriptedProbe::new(script);
+        let (_actor, seen) = start(&probe);
+        tokio::time::sleep(Duration::from_secs(900)).await;
+        assert!(probe.calls.borrow().len() > 400);
+        assert_eq!(transitions(&seen), vec![Transition { from: Health::Unknown, to: Health::Up }]);
+    });
+}
+
+#[test]
+fn a_hung_probe_fails_at_the_timeout() {
+    run_paused(async {
+        let probe = ScriptedProbe::new([Hang]);
+        let (actor, seen) = start(&probe);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(transitions(&seen), vec![Transition { from: Health::Unknown, to: Health::Down }]);
+        let state = actor.send(GetNodeState).await.unwrap();
+        assert_eq!(state.last_error.as_deref(), Some("timed out"));
+        assert_eq!(state.health, Health::Down);
+        // one probe at a time: each hung probe ends at the 1 s timeout before the next starts
+        let calls = probe.calls.borrow();
+        assert!(calls.windows(2).all(|p| p[1] - p[0] >= Duration::from_secs(1)));
+    });
+}
+
+#[test]
+fn a_down_node_is_probed_at_the_down_interval_and_recovers_after_two_successes() {
+    run_paused(async {
+        let probe = ScriptedProbe::new([Failing, Failing, Failing, Failing, Failing, Healthy]);
+        let (actor, seen) = start(&probe);
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        assert_eq!(
+            transitions(&seen),
+            vec![
+                Transition { from: Health::Unknown, to: Health::Down },
+                Transition { from: Health::Down, to: Health::Up },
+            ]
+        );
+        let calls = probe.calls.borrow();
+        // probes 3 to 6 follow a down verdict: 5 s ± 10 % apart
+        for pair in calls[2..6].windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(gap >= Duration::from_millis(4500) && gap <= Duration::from_millis(5500), "gap {gap:?}");
+        }
+        let state = actor.send(GetNodeState).await.unwrap();
+        assert_eq!((state.health, state.consecutive_failures), (Health::Up, 0));
+        assert_eq!(state.failed_probes, 5);
+    });
+}
+
+#[test]
+fn a_retired_node_actor_stops_probing() {
+    run_paused(async {
+        let probe = ScriptedProbe::new([Healthy]);
+        let (actor, _seen) = start(&probe);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        actor.send(Retire).await.unwrap();
+        let before = probe.calls.borrow().len();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(probe.calls.borrow().len(), before);
+    });
+}
