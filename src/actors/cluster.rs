@@ -12,7 +12,7 @@ use crate::placement::MoveKind;
 use crate::probe::Probe;
 use crate::push::ReconcilePush;
 use crate::reconcile::{self, Decision, Inputs, NodeInput};
-use crate::routing::RoutingPublisher;
+use crate::routing::{RoutingPublisher, RoutingTable};
 use crate::store::{self, NewEvent, StoreError};
 use actix::prelude::*;
 use sea_orm::{DatabaseConnection, TransactionTrait};
@@ -127,6 +127,8 @@ pub struct ClusterActor {
     moves: u64,
     last_decision: Option<DecisionSummary>,
     last_error: Option<String>,
+    /// The routing table of the last commit: what a failed decision falls back to.
+    committed_table: RoutingTable,
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
@@ -160,6 +162,7 @@ impl ClusterActor {
             moves: 0,
             last_decision: None,
             last_error: None,
+            committed_table: RoutingTable::default(),
         }
     }
 
@@ -258,6 +261,7 @@ impl ClusterActor {
             tracing::info!(nodes = self.members.len(), "every node has a verdict; supervision begins");
         }
         self.sync_members(hosts, ctx);
+        self.committed_table = decision.table.clone();
         self.publisher.publish(decision.table);
 
         let changes = &decision.changes;
@@ -317,6 +321,7 @@ impl ClusterActor {
         let message = error.to_string();
         tracing::error!(error = %message, retry_in_ms = backoff.as_millis() as u64, "decision failed and rolled back");
         self.last_error = Some(message.clone());
+        self.publish_health_only();
         ctx.notify_later(ReconcileTick, backoff);
         let db = self.db.clone();
         let event = NewEvent {
@@ -331,6 +336,20 @@ impl ClusterActor {
             }
         });
         message
+    }
+
+    /// Traffic must leave a dead node even while the database is unreachable: the
+    /// last committed table is republished with each node's current health, and
+    /// its monitor map is left as committed.
+    fn publish_health_only(&self) {
+        let mut table = self.committed_table.clone();
+        for node in &mut table.nodes {
+            if let Some(member) = self.members.get(&node.id) {
+                node.health = member.health;
+                node.ready = member.health == Health::Up && node.enabled;
+            }
+        }
+        self.publisher.publish(table);
     }
 
     /// Starts a NodeActor for each new node, stops those of removed nodes, and

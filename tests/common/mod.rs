@@ -350,12 +350,16 @@ impl Supervisor {
     pub fn start(db: &TestDb, probe: Rc<dyn Probe>, overrides: &[(&str, &str)]) -> Supervisor {
         let mut all = vec![("KUMA_CLUSTER__CLUSTER__RECONCILE_INTERVAL", "1h")];
         all.extend_from_slice(overrides);
+        Supervisor::with_settings(db, probe, settings(&all))
+    }
+
+    pub fn with_settings(db: &TestDb, probe: Rc<dyn Probe>, settings: Settings) -> Supervisor {
         let clock = ManualClock::new();
         let publisher = RoutingPublisher::new();
         let routing = publisher.reader();
         let addr = ClusterActor::new(ClusterDeps {
             db: db.db.clone(),
-            settings: Arc::new(settings(&all)),
+            settings: Arc::new(settings),
             clock: Arc::new(clock.clone()),
             probe,
             publisher,

@@ -1,0 +1,374 @@
+//! The ClusterActor driven by transition messages, with a manual clock, against
+//! SQLite and MariaDB: failover, revert, manual overrides, restarts, start-up
+//! gating, hold-down, flapping, database failures and node discovery.
+
+mod common;
+
+use common::{SilentProbe, Supervisor, TestDb};
+use kuma_cluster::actors::cluster::Shutdown;
+use kuma_cluster::health::{Health, HealthMachine};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+use Health::{Down, Unknown, Up};
+
+const HOLD_DOWN: Duration = Duration::from_secs(10);
+
+/// `nodes` nodes (node1 is primary) with `per_node` monitors each, supervised and
+/// settled: every node has reported up and the first decision has run.
+async fn settled(t: &TestDb, nodes: usize, per_node: usize) -> Supervisor {
+    t.migrate().await;
+    for i in 1..=nodes {
+        // nothing listens on port 9: reconcile pushes fail fast and are only logged
+        t.add_node(&format!("node{i}"), "127.0.0.1:9").await;
+        t.add_monitors(&format!("node{i}"), per_node).await;
+    }
+    let sup = Supervisor::start(t, Rc::new(SilentProbe), &[]);
+    up_all(&sup, nodes).await;
+    sup
+}
+
+async fn up_all(sup: &Supervisor, nodes: usize) {
+    sup.reconcile().await;
+    for i in 1..=nodes {
+        sup.transition(&format!("node{i}"), Unknown, Up).await;
+    }
+    let summary = sup.reconcile().await;
+    assert!(sup.state().await.started);
+    assert!(!summary.wrote, "a settled cluster writes nothing: {summary:?}");
+}
+
+/// Active monitors whose effective node is `node`.
+async fn running_on(t: &TestDb, node: &str) -> i64 {
+    t.count(&format!(
+        "SELECT COUNT(*) FROM monitor WHERE active = 1 AND COALESCE(assigned_node, node_id) = '{node}'"
+    ))
+    .await
+}
+
+/// (monitor_id, from, to, reason, open) of every ledger row, by id.
+async fn ledger(t: &TestDb) -> Vec<(i64, Option<String>, String, String, bool)> {
+    t.rows(
+        "SELECT CAST(monitor_id AS CHAR), from_node, to_node, reason, CASE WHEN undone_at IS NULL THEN 'open' ELSE 'closed' END \
+         FROM kc_move_ledger ORDER BY id",
+        5,
+    )
+    .await
+    .into_iter()
+    .map(|r| {
+        (r[0].as_ref().unwrap().parse().unwrap(), r[1].clone(), r[2].clone().unwrap(), r[3].clone().unwrap(), r[4].as_deref() == Some("open"))
+    })
+    .collect()
+}
+
+async fn failover_and_revert_of_4000_monitors_across_5_nodes_are_recorded_row_by_row(t: TestDb) {
+    let sup = settled(&t, 5, 800).await;
+    let before = t.monitors().await;
+
+    sup.transition("node1", Up, Down).await;
+    sup.reconcile().await;
+    assert_eq!(sup.state().await.moves, 800);
+    assert_eq!(t.status_of("node1").await, "offline");
+    assert_eq!(running_on(&t, "node1").await, 0);
+    for i in 2..=5 {
+        assert_eq!(running_on(&t, &format!("node{i}")).await, 1000, "node{i} filled exactly to its limit");
+    }
+    let after: HashMap<i64, _> = t.monitors().await.into_iter().map(|m| (m.0, m)).collect();
+    let rows = ledger(&t).await;
+    assert_eq!(rows.len(), 800);
+    for (monitor, from, to, reason, open) in &rows {
+        let m = &after[monitor];
+        assert_eq!(m.1.as_deref(), Some("node1"), "only node1's monitors move");
+        assert_eq!(from.as_deref(), Some("node1"));
+        assert_eq!(m.2.as_deref(), Some(to.as_str()), "ledger row names where monitor {monitor} went");
+        assert_eq!((reason.as_str(), *open), ("failover", true));
+    }
+    for m in &before {
+        if m.1.as_deref() != Some("node1") {
+            assert_eq!(after[&m.0].2, None, "monitor {} of another node stays home", m.0);
+        }
+    }
+    let table = sup.routing.load();
+    assert!(!table.node("node1").unwrap().ready);
+    assert_eq!(table.node("node2").unwrap().monitor_count, 1000);
+    assert_eq!(table.monitors.len(), 4000);
+    assert!(table.monitors.values().all(|&i| table.nodes[i].id != "node1"));
+    let events = t.rows("SELECT kind, node_id, outcome FROM kc_event_log ORDER BY id", 3).await;
+    let s = |x: &str| Some(x.to_string());
+    assert_eq!(events, vec![vec![s("node_down"), s("node1"), s("committed")], vec![s("failover"), s("node1"), s("committed")]]);
+
+    sup.transition("node1", Down, Up).await;
+    sup.reconcile().await;
+    assert_eq!(sup.state().await.moves, 800, "nothing returns during the hold-down");
+    assert_eq!(t.status_of("node1").await, "online");
+    sup.clock.advance(HOLD_DOWN);
+    let summary = sup.reconcile().await;
+    assert_eq!((summary.reverted, summary.displaced), (800, 0));
+    assert_eq!(t.monitors().await, before, "every monitor is back home");
+    let rows = ledger(&t).await;
+    assert_eq!(rows.len(), 800);
+    assert!(rows.iter().all(|r| !r.4), "every failover row is closed");
+    assert_eq!(sup.routing.load().node("node1").unwrap().monitor_count, 800);
+    let generation = sup.routing.load().generation;
+    assert!(!sup.reconcile().await.wrote, "a settled cluster writes nothing");
+    assert_eq!(sup.routing.load().generation, generation, "nothing changed, nothing published");
+    t.drop_db().await;
+}
+
+async fn a_manual_override_survives_a_revert(t: TestDb) {
+    let sup = settled(&t, 3, 4).await;
+    // monitor 1 (home node1) was moved to node3 by hand; monitor 5 (home node2) to node1
+    t.exec("UPDATE monitor SET assigned_node = 'node3' WHERE id = 1").await;
+    t.exec("UPDATE monitor SET assigned_node = 'node1' WHERE id = 5").await;
+    t.exec(
+        "INSERT INTO kc_move_ledger (monitor_id, from_node, to_node, reason, created_at) VALUES \
+         (1, 'node1', 'node3', 'manual', '2026-11-01 00:00:00'), (5, 'node2', 'node1', 'manual', '2026-11-01 00:00:00')",
+    )
+    .await;
+    sup.transition("node1", Up, Down).await;
+    sup.reconcile().await;
+    let moved: HashMap<i64, Option<String>> = t.monitors().await.into_iter().map(|m| (m.0, m.2)).collect();
+    assert_eq!(moved[&1].as_deref(), Some("node3"), "not on node1, so not moved");
+    assert_ne!(moved[&5].as_deref(), Some("node1"), "monitor 5 left the down node");
+
+    sup.transition("node1", Down, Up).await;
+    sup.clock.advance(HOLD_DOWN);
+    sup.reconcile().await;
+    let now: HashMap<i64, Option<String>> = t.monitors().await.into_iter().map(|m| (m.0, m.2)).collect();
+    assert_eq!(now[&1].as_deref(), Some("node3"), "the manual override of monitor 1 survives");
+    assert_eq!(now[&5].as_deref(), Some("node1"), "monitor 5 returns to its manual override");
+    for id in [2, 3, 4] {
+        assert_eq!(now[&id], None, "monitor {id} is home again");
+    }
+    let manual_open = ledger(&t).await.into_iter().filter(|r| r.3 == "manual" && r.4).count();
+    assert_eq!(manual_open, 2, "manual rows are never closed by a revert");
+    t.drop_db().await;
+}
+
+/// Everything a decision could have written.
+async fn footprint(t: &TestDb) -> (i64, i64, Vec<Vec<Option<String>>>, Vec<(i64, Option<String>, Option<String>, bool)>) {
+    (
+        t.count("SELECT COUNT(*) FROM kc_event_log").await,
+        t.count("SELECT COUNT(*) FROM kc_move_ledger WHERE undone_at IS NULL").await,
+        t.rows("SELECT node_id, status, CAST(last_seen AS CHAR) FROM node ORDER BY node_id", 3).await,
+        t.monitors().await,
+    )
+}
+
+async fn a_restart_of_the_supervisor_on_a_settled_cluster_writes_nothing(t: TestDb) {
+    let sup = settled(&t, 3, 50).await;
+    sup.transition("node2", Up, Down).await;
+    sup.reconcile().await;
+    sup.transition("node2", Down, Up).await;
+    sup.clock.advance(HOLD_DOWN);
+    sup.reconcile().await;
+    sup.addr.send(Shutdown).await.unwrap();
+    let before = footprint(&t).await;
+    let sup = Supervisor::start(&t, Rc::new(SilentProbe), &[]);
+    up_all(&sup, 3).await;
+    sup.clock.advance(Duration::from_secs(3600));
+    assert!(!sup.reconcile().await.wrote);
+    assert_eq!(footprint(&t).await, before);
+    t.drop_db().await;
+}
+
+async fn a_restart_while_monitors_are_failed_over_returns_them_only_after_the_hold_down(t: TestDb) {
+    let sup = settled(&t, 3, 20).await;
+    sup.transition("node1", Up, Down).await;
+    sup.reconcile().await;
+    sup.addr.send(Shutdown).await.unwrap();
+    let sup = Supervisor::start(&t, Rc::new(SilentProbe), &[]);
+    sup.reconcile().await;
+    for i in 1..=3 {
+        sup.transition(&format!("node{i}"), Unknown, Up).await;
+    }
+    sup.reconcile().await;
+    assert_eq!(t.status_of("node1").await, "online");
+    assert_eq!((sup.state().await.moves, running_on(&t, "node1").await), (0, 0), "no return before the hold-down");
+    sup.clock.advance(HOLD_DOWN);
+    assert_eq!(sup.reconcile().await.reverted, 20);
+    assert_eq!(running_on(&t, "node1").await, 20);
+    t.drop_db().await;
+}
+
+async fn nothing_moves_until_every_node_has_had_its_first_verdict(t: TestDb) {
+    t.migrate().await;
+    for i in 1..=3 {
+        t.add_node(&format!("node{i}"), "127.0.0.1:9").await;
+        t.add_monitors(&format!("node{i}"), 10).await;
+    }
+    let sup = Supervisor::start(&t, Rc::new(SilentProbe), &[]);
+    sup.reconcile().await;
+    sup.transition("node1", Unknown, Down).await;
+    sup.transition("node2", Unknown, Up).await;
+    let summary = sup.reconcile().await;
+    assert!(!summary.wrote);
+    assert!(!sup.state().await.started);
+    assert_eq!((t.status_of("node1").await, running_on(&t, "node1").await), ("online".into(), 10));
+    sup.transition("node3", Unknown, Up).await;
+    sup.reconcile().await;
+    assert_eq!(sup.state().await.moves, 10);
+    assert_eq!((t.status_of("node1").await, running_on(&t, "node1").await), ("offline".into(), 0));
+    t.drop_db().await;
+}
+
+async fn a_recovery_that_fails_again_restarts_the_hold_down(t: TestDb) {
+    let sup = settled(&t, 2, 10).await;
+    sup.transition("node1", Up, Down).await;
+    sup.reconcile().await;
+    sup.transition("node1", Down, Up).await;
+    sup.clock.advance(Duration::from_secs(8));
+    sup.transition("node1", Up, Down).await;
+    sup.transition("node1", Down, Up).await;
+    sup.clock.advance(Duration::from_secs(8));
+    assert_eq!(sup.reconcile().await.reverted, 0, "8 s of the new hold-down have passed, not 10");
+    sup.clock.advance(Duration::from_secs(2));
+    assert_eq!(sup.reconcile().await.reverted, 10);
+    t.drop_db().await;
+}
+
+/// Feeds a probe pattern through the real health state machine for `hours` of
+/// simulated time, sends the transitions it produces, runs a decision every 10 s
+/// and checks after each that no active monitor sits on node1 while it is down.
+/// Returns the number of moves made.
+async fn flap(t: &TestDb, sup: &Supervisor, pattern: &[bool], hours: u64) -> u64 {
+    let mut machine = HealthMachine::new(3, 2);
+    machine.observe(true);
+    machine.observe(true);
+    let (mut elapsed, mut next_tick, mut step) = (Duration::ZERO, Duration::from_secs(10), 0);
+    while elapsed < Duration::from_secs(hours * 3600) {
+        if let Some(tr) = machine.observe(pattern[step % pattern.len()]) {
+            sup.transition("node1", tr.from, tr.to).await;
+        }
+        step += 1;
+        let gap = if machine.state() == Down { Duration::from_secs(5) } else { Duration::from_secs(2) };
+        sup.clock.advance(gap);
+        elapsed += gap;
+        if elapsed >= next_tick {
+            next_tick += Duration::from_secs(10);
+            sup.reconcile().await;
+            if machine.state() == Down {
+                assert_eq!(running_on(t, "node1").await, 0, "monitors on down node1 at {elapsed:?}");
+            }
+        }
+    }
+    sup.state().await.moves
+}
+
+async fn a_node_alternating_on_every_probe_for_hours_moves_nothing(t: TestDb) {
+    let sup = settled(&t, 3, 30).await;
+    let moves = flap(&t, &sup, &[false, true], 2).await;
+    assert_eq!(moves, 0);
+    assert_eq!(running_on(&t, "node1").await, 30);
+    t.drop_db().await;
+}
+
+async fn a_node_flapping_for_an_hour_moves_a_bounded_number_of_monitors(t: TestDb) {
+    let sup = settled(&t, 3, 30).await;
+    // down after 3 failures, up after 2 successes, then healthy long enough (20 s)
+    // to pass the hold-down: undamped, each 38 s cycle would move 60 monitors
+    let mut pattern = vec![false, false, false, true, true];
+    pattern.extend([true; 10]);
+    let moves = flap(&t, &sup, &pattern, 1).await;
+    let state = sup.state().await;
+    let node1 = state.nodes.iter().find(|n| n.node_id == "node1").unwrap();
+    assert!(node1.damped, "node1 is damped while it flaps");
+    // two failovers and two returns before damping, then one last failover
+    assert!(moves <= 5 * 30, "{moves} moves");
+    assert!(t.count("SELECT COUNT(*) FROM kc_move_ledger").await <= 3 * 30);
+    t.drop_db().await;
+}
+
+async fn a_failed_decision_rolls_back_claims_nothing_and_is_retried(t: TestDb) {
+    let sup = settled(&t, 3, 10).await;
+    let before = t.monitors().await;
+    t.exec("ALTER TABLE kc_move_ledger RENAME TO kc_move_ledger_away").await;
+    sup.transition("node1", Up, Down).await;
+    let error = sup.addr.send(kuma_cluster::actors::cluster::Reconcile).await.unwrap().unwrap_err();
+    assert!(error.contains("kc_move_ledger"), "{error}");
+    assert_eq!(t.monitors().await, before, "the monitor updates were rolled back");
+    assert_eq!(t.status_of("node1").await, "online");
+    let state = sup.state().await;
+    assert!(state.failed_decisions >= 1 && state.last_error.is_some() && state.retry_in_ms.is_some());
+    let table = sup.routing.load();
+    assert!(!table.node("node1").unwrap().ready, "traffic leaves the dead node without the database");
+    assert_eq!(table.node("node1").unwrap().monitor_count, 10, "no uncommitted move is claimed");
+
+    t.exec("ALTER TABLE kc_move_ledger_away RENAME TO kc_move_ledger").await;
+    // a retry after the back-off may already have committed it; either way, once
+    sup.reconcile().await;
+    assert_eq!(sup.state().await.moves, 10);
+    assert_eq!(running_on(&t, "node1").await, 0);
+    assert!(sup.state().await.retry_in_ms.is_none());
+    common::eventually(Duration::from_secs(10), "the failure is in the event log", || async {
+        t.count("SELECT COUNT(*) FROM kc_event_log WHERE kind = 'decision' AND outcome = 'failed'").await >= 1
+    })
+    .await;
+    t.drop_db().await;
+}
+
+async fn nodes_added_or_removed_in_the_table_start_and_stop_supervision(t: TestDb) {
+    let sup = settled(&t, 2, 5).await;
+    t.add_node("node3", "127.0.0.1:9").await;
+    t.add_monitors("node3", 5).await;
+    sup.reconcile().await;
+    let state = sup.state().await;
+    let node3 = state.nodes.iter().find(|n| n.node_id == "node3").expect("node3 is supervised");
+    assert_eq!(node3.health, Unknown);
+    assert_eq!(running_on(&t, "node3").await, 5, "a node awaiting its verdict keeps its monitors");
+
+    t.exec("DELETE FROM node WHERE node_id = 'node2'").await;
+    let summary = sup.reconcile().await;
+    assert_eq!(summary.displaced, 5);
+    assert!(sup.state().await.nodes.iter().all(|n| n.node_id != "node2"));
+    assert_eq!(running_on(&t, "node1").await, 10, "the only ready node takes node2's monitors");
+    let rows = ledger(&t).await;
+    assert!(rows.iter().all(|r| r.1.as_deref() == Some("node2") && r.3 == "failover"));
+    sup.transition("node3", Unknown, Up).await;
+    assert!(!sup.reconcile().await.wrote);
+    t.drop_db().await;
+}
+
+async fn static_nodes_from_config_are_registered_and_supervised(t: TestDb) {
+    t.migrate().await;
+    t.add_node("node1", "127.0.0.1:9").await;
+    let mut settings = common::settings(&[("KUMA_CLUSTER__CLUSTER__RECONCILE_INTERVAL", "1h")]);
+    settings.nodes.static_nodes =
+        vec![kuma_cluster::config::StaticNode { id: "edge".into(), host: "127.0.0.1:9".into(), name: Some("Edge".into()) }];
+    let sup = Supervisor::with_settings(&t, Rc::new(SilentProbe), settings);
+    sup.reconcile().await;
+    assert_eq!(t.rows("SELECT node_name, host FROM node WHERE node_id = 'edge'", 2).await, vec![vec![Some("Edge".into()), Some("127.0.0.1:9".into())]]);
+    assert_eq!(sup.state().await.nodes.len(), 2);
+    sup.transition("node1", Unknown, Up).await;
+    sup.transition("edge", Unknown, Down).await;
+    sup.reconcile().await;
+    assert_eq!(t.status_of("edge").await, "offline");
+    t.drop_db().await;
+}
+
+async fn setup_is_complete_once_kuma_has_a_user(t: TestDb) {
+    t.exec("CREATE TABLE user (id INTEGER PRIMARY KEY, username VARCHAR(255))").await;
+    let sup = settled(&t, 1, 1).await;
+    let table = sup.routing.load();
+    assert!(!table.setup_complete);
+    assert_eq!(table.primary.as_deref(), Some("node1"));
+    t.exec("INSERT INTO user (id, username) VALUES (1, 'admin')").await;
+    sup.reconcile().await;
+    assert!(sup.routing.load().setup_complete);
+    t.drop_db().await;
+}
+
+on_both_backends!(
+    failover_and_revert_of_4000_monitors_across_5_nodes_are_recorded_row_by_row,
+    a_manual_override_survives_a_revert,
+    a_restart_of_the_supervisor_on_a_settled_cluster_writes_nothing,
+    a_restart_while_monitors_are_failed_over_returns_them_only_after_the_hold_down,
+    nothing_moves_until_every_node_has_had_its_first_verdict,
+    a_recovery_that_fails_again_restarts_the_hold_down,
+    a_node_alternating_on_every_probe_for_hours_moves_nothing,
+    a_node_flapping_for_an_hour_moves_a_bounded_number_of_monitors,
+    a_failed_decision_rolls_back_claims_nothing_and_is_retried,
+    nodes_added_or_removed_in_the_table_start_and_stop_supervision,
+    static_nodes_from_config_are_registered_and_supervised,
+    setup_is_complete_once_kuma_has_a_user,
+);
