@@ -1,0 +1,87 @@
+//! The `kuma-cluster` binary: config errors, `migrate`, and `serve` with a
+//! graceful stop.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn binary() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kuma-cluster"));
+    cmd.env_remove("RUST_LOG").env("NO_COLOR", "1");
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("KUMA_CLUSTER__")) {
+        cmd.env_remove(key);
+    }
+    cmd
+}
+
+#[test]
+fn an_invalid_setting_prints_one_line_naming_the_key_and_exits_with_2() {
+    let out = binary().arg("serve").env("KUMA_CLUSTER__HEALTH__FALL", "0").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr, "config: health.fall: must be at least 1\n");
+}
+
+#[test]
+fn a_missing_config_file_exits_with_2() {
+    let out = binary().args(["--config", "/nonexistent/kc.toml", "serve"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(String::from_utf8(out.stderr).unwrap().lines().count(), 1);
+}
+
+#[test]
+fn migrate_creates_the_embedded_sqlite_database_and_its_directory() {
+    let dir = common::TempDir::new();
+    let db = dir.0.join("nested/kc.db");
+    let out = binary()
+        .arg("migrate")
+        .env("KUMA_CLUSTER__DATABASE__URL", format!("sqlite://{}?mode=rwc", db.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(db.is_file());
+}
+
+fn get(addr: &str, path: &str) -> Option<String> {
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+#[test]
+fn serve_answers_ping_and_stops_cleanly_on_sigterm() {
+    let dir = common::TempDir::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = binary()
+        .arg("serve")
+        .env("KUMA_CLUSTER__DATABASE__URL", format!("sqlite://{}/kc.db?mode=rwc", dir.0.display()))
+        .env("KUMA_CLUSTER__SERVER__LISTEN", &addr)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let response = loop {
+        if let Some(r) = get(&addr, "/lb/ping") {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "serve never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains(r#""status":"ok""#));
+    assert!(get(&addr, "/health").unwrap().starts_with("HTTP/1.1 200"));
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "exit {:?}", out.status);
+    let logs = String::from_utf8_lossy(&out.stdout);
+    assert!(logs.contains("shutting down") && logs.contains("stopped"), "{logs}");
+}
