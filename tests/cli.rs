@@ -58,7 +58,7 @@ fn serve_answers_ping_and_stops_cleanly_on_sigterm() {
     let dir = common::TempDir::new();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
-    let mut child = binary()
+    let child = binary()
         .arg("serve")
         .env("KUMA_CLUSTER__DATABASE__URL", format!("sqlite://{}/kc.db?mode=rwc", dir.0.display()))
         .env("KUMA_CLUSTER__SERVER__LISTEN", &addr)

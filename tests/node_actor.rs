@@ -114,8 +114,8 @@ fn a_down_node_is_probed_at_the_down_interval_and_recovers_after_two_successes()
                 Transition { from: Health::Down, to: Health::Up },
             ]
         );
-        let calls = probe.calls.borrow();
         // probes 3 to 6 follow a down verdict: 5 s ± 10 % apart
+        let calls = probe.calls.borrow().clone();
         for pair in calls[2..6].windows(2) {
             let gap = pair[1] - pair[0];
             assert!(gap >= Duration::from_millis(4500) && gap <= Duration::from_millis(5500), "gap {gap:?}");

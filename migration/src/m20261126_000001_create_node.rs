@@ -5,6 +5,8 @@ use sea_orm_migration::prelude::*;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
+/// Column names are fixed by the Kuma nodes' schema, prefix and all.
+#[allow(clippy::enum_variant_names)]
 #[derive(DeriveIden)]
 enum Node {
     Table,

@@ -29,14 +29,14 @@ macro_rules! on_both_backends {
         mod sqlite {
             $(#[test]
             fn $name() {
-                crate::common::run(async { super::$name(crate::common::TestDb::sqlite().await).await });
+                $crate::common::run(async { super::$name($crate::common::TestDb::sqlite().await).await });
             })+
         }
         mod mariadb {
             $(#[test]
             fn $name() {
-                crate::common::run(async {
-                    if let Some(db) = crate::common::TestDb::mariadb().await {
+                $crate::common::run(async {
+                    if let Some(db) = $crate::common::TestDb::mariadb().await {
                         super::$name(db).await;
                     }
                 });
