@@ -37,6 +37,8 @@ pub struct Inputs<'a> {
 #[derive(Clone, Debug)]
 pub struct Decision {
     pub started: bool,
+    /// Open ledger rows with a reason kuma-cluster does not know.
+    pub unreadable_moves: usize,
     pub changes: Changes,
     pub stranded: Vec<MonitorId>,
     pub over_capacity: usize,
@@ -136,7 +138,7 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Decision {
         over_capacity = plan.over_capacity;
     }
     let table = routing_table(&view, &facts, inputs.setup_complete);
-    Decision { started, changes, stranded, over_capacity, table }
+    Decision { started, unreadable_moves: rows.unreadable_moves, changes, stranded, over_capacity, table }
 }
 
 /// One event per node status change, per (reason, source) group of moves, per
@@ -238,6 +240,7 @@ mod tests {
                 .map(|id| MonitorRow { id, active: true, home: Some(if id <= 2 { "a" } else { "b" }.into()), assigned: None })
                 .collect(),
             open_moves: vec![],
+            unreadable_moves: 0,
         }
     }
 

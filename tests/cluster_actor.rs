@@ -358,7 +358,59 @@ async fn setup_is_complete_once_kuma_has_a_user(t: TestDb) {
     t.drop_db().await;
 }
 
+async fn with_every_node_down_nothing_moves_and_the_stranded_monitors_are_reported(t: TestDb) {
+    let sup = settled(&t, 2, 5).await;
+    sup.transition("node1", Up, Down).await;
+    sup.transition("node2", Up, Down).await;
+    sup.reconcile().await;
+    let state = sup.state().await;
+    // node1's monitors went to node2 while it was up; then nothing was ready
+    assert_eq!((state.stranded, state.moves), (10, 5));
+    assert_eq!((running_on(&t, "node1").await, running_on(&t, "node2").await), (0, 10));
+    let events = t.count("SELECT COUNT(*) FROM kc_event_log").await;
+    for _ in 0..5 {
+        sup.clock.advance(Duration::from_secs(10));
+        assert!(!sup.reconcile().await.wrote, "no write loop while nothing is ready");
+    }
+    assert_eq!(t.count("SELECT COUNT(*) FROM kc_event_log").await, events);
+    sup.transition("node1", Down, Up).await;
+    sup.reconcile().await;
+    assert_eq!(sup.state().await.stranded, 0);
+    assert_eq!(running_on(&t, "node1").await, 10, "the first node back takes everything");
+    t.drop_db().await;
+}
+
+async fn a_ledger_row_with_an_unknown_reason_is_left_alone_and_blocks_nothing(t: TestDb) {
+    let sup = settled(&t, 2, 3).await;
+    t.exec(
+        "INSERT INTO kc_move_ledger (monitor_id, from_node, to_node, reason, created_at) \
+         VALUES (1, 'node1', 'node2', 'teleport', '2026-11-01 00:00:00')",
+    )
+    .await;
+    sup.transition("node1", Up, Down).await;
+    sup.reconcile().await;
+    let state = sup.state().await;
+    assert_eq!((state.unreadable_moves, state.failed_decisions), (1, 0));
+    assert_eq!(running_on(&t, "node1").await, 0, "failover still happens");
+    assert_eq!(t.count("SELECT COUNT(*) FROM kc_move_ledger WHERE reason = 'teleport' AND undone_at IS NULL").await, 1);
+    t.drop_db().await;
+}
+
+async fn shutdown_lets_the_decision_in_flight_commit(t: TestDb) {
+    let sup = settled(&t, 3, 300).await;
+    sup.transition("node1", Up, Down).await;
+    sup.addr.send(Shutdown).await.unwrap();
+    assert_eq!(running_on(&t, "node1").await, 0, "the failover committed before shutdown returned");
+    assert_eq!(t.count("SELECT COUNT(*) FROM kc_move_ledger").await, 300);
+    let refused = sup.addr.send(kuma_cluster::actors::cluster::Reconcile).await.unwrap();
+    assert_eq!(refused, Err("shutting down".to_string()));
+    t.drop_db().await;
+}
+
 on_both_backends!(
+    shutdown_lets_the_decision_in_flight_commit,
+    with_every_node_down_nothing_moves_and_the_stranded_monitors_are_reported,
+    a_ledger_row_with_an_unknown_reason_is_left_alone_and_blocks_nothing,
     failover_and_revert_of_4000_monitors_across_5_nodes_are_recorded_row_by_row,
     a_manual_override_survives_a_revert,
     a_restart_of_the_supervisor_on_a_settled_cluster_writes_nothing,

@@ -138,3 +138,20 @@ fn a_retired_node_actor_stops_probing() {
         assert_eq!(probe.calls.borrow().len(), before);
     });
 }
+
+#[test]
+fn a_node_without_a_host_is_declared_down_with_a_clear_error() {
+    run_paused(async {
+        let seen: Seen = Rc::default();
+        let collector = Collector { seen: seen.clone() }.start();
+        let probe = ScriptedProbe::new([Healthy]);
+        let actor =
+            NodeActor::new("node9".into(), None, Rc::new(settings(&[]).health), Rc::new(probe.clone()), collector.recipient())
+                .start();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(transitions(&seen), vec![Transition { from: Health::Unknown, to: Health::Down }]);
+        assert_eq!(seen.borrow()[0].1.last_error.as_deref(), Some("node has no host"));
+        assert!(probe.calls.borrow().is_empty(), "nothing to probe");
+        assert_eq!(actor.send(GetNodeState).await.unwrap().last_error.as_deref(), Some("node has no host"));
+    });
+}

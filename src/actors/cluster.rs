@@ -74,6 +74,8 @@ pub struct ClusterState {
     pub generation: u64,
     pub nodes: Vec<MemberState>,
     pub stranded: usize,
+    /// Open ledger rows with a reason kuma-cluster does not know; left alone.
+    pub unreadable_moves: usize,
     pub decisions: u64,
     pub failed_decisions: u64,
     pub moves: u64,
@@ -129,6 +131,8 @@ pub struct ClusterActor {
     last_error: Option<String>,
     /// The routing table of the last commit: what a failed decision falls back to.
     committed_table: RoutingTable,
+    /// Last count of unreadable ledger rows, so the warning is logged once per change.
+    unreadable_moves: usize,
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
@@ -163,6 +167,7 @@ impl ClusterActor {
             last_decision: None,
             last_error: None,
             committed_table: RoutingTable::default(),
+            unreadable_moves: 0,
         }
     }
 
@@ -309,6 +314,12 @@ impl ClusterActor {
             _ => {}
         }
         self.stranded = decision.stranded.len();
+        if decision.unreadable_moves != self.unreadable_moves {
+            self.unreadable_moves = decision.unreadable_moves;
+            if decision.unreadable_moves > 0 {
+                tracing::warn!(rows = decision.unreadable_moves, "open ledger rows with an unknown reason are left alone");
+            }
+        }
         self.last_decision = Some(summary.clone());
         summary
     }
@@ -477,6 +488,7 @@ impl Handler<GetClusterState> for ClusterActor {
             generation: self.publisher.reader().load().generation,
             nodes,
             stranded: self.stranded,
+            unreadable_moves: self.unreadable_moves,
             decisions: self.decisions,
             failed_decisions: self.failed_decisions,
             moves: self.moves,

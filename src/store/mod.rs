@@ -24,8 +24,6 @@ pub enum StoreError {
     Db(#[from] sea_orm::DbErr),
     #[error("cannot create the database directory {path}: {source}")]
     Directory { path: String, source: std::io::Error },
-    #[error("the ledger holds an unknown move reason {0:?}")]
-    UnknownReason(String),
 }
 
 /// A node row as the supervisor reads it.
@@ -53,6 +51,9 @@ pub struct ClusterRows {
     pub nodes: Vec<NodeRow>,
     pub monitors: Vec<MonitorRow>,
     pub open_moves: Vec<OpenMove>,
+    /// Open ledger rows whose reason is not one kuma-cluster writes: left untouched
+    /// and out of planning, rather than failing every decision.
+    pub unreadable_moves: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,29 +157,33 @@ pub async fn load(c: &impl ConnectionTrait) -> Result<ClusterRows, StoreError> {
             monitor::Column::AssignedNode,
         ])
         .order_by_asc(monitor::Column::Id)
-        .into_tuple::<(u32, bool, Option<String>, Option<String>)>()
+        .into_tuple::<(u32, Option<bool>, Option<String>, Option<String>)>()
         .all(c)
         .await?
         .into_iter()
         .map(|(id, active, home, assigned)| MonitorRow {
             id,
-            active,
+            // nodes run `active = 1` only: a NULL runs nowhere, like a paused monitor
+            active: active == Some(true),
             home: home.filter(|h| !h.is_empty()),
             assigned: assigned.filter(|a| !a.is_empty()),
         })
         .collect();
-    let open_moves = move_ledger::Entity::find()
+    let rows = move_ledger::Entity::find()
         .filter(move_ledger::Column::UndoneAt.is_null())
         .order_by_asc(move_ledger::Column::Id)
         .all(c)
-        .await?
+        .await?;
+    let total = rows.len();
+    let open_moves: Vec<OpenMove> = rows
         .into_iter()
-        .map(|row| {
-            let reason = Reason::parse(&row.reason).ok_or_else(|| StoreError::UnknownReason(row.reason.clone()))?;
-            Ok(OpenMove { id: row.id, monitor: row.monitor_id, from: row.from_node, to: row.to_node, reason })
+        .filter_map(|row| {
+            let reason = Reason::parse(&row.reason)?;
+            Some(OpenMove { id: row.id, monitor: row.monitor_id, from: row.from_node, to: row.to_node, reason })
         })
-        .collect::<Result<_, StoreError>>()?;
-    Ok(ClusterRows { nodes, monitors, open_moves })
+        .collect();
+    let unreadable_moves = total - open_moves.len();
+    Ok(ClusterRows { nodes, monitors, open_moves, unreadable_moves })
 }
 
 /// Applies one decision's writes. The caller owns the transaction and commits it.
