@@ -204,10 +204,7 @@ pub fn plan(view: &ClusterView) -> Plan {
             continue;
         }
         if m.active {
-            loads[o] += 1;
-            if let Some(&from) = m.effective().and_then(|id| index.get(id)) {
-                loads[from] -= 1;
-            }
+            shift_load(&mut loads, m.effective().and_then(|id| index.get(id)).copied(), o);
         }
         moved[k] = true;
         plan.moves.push(Move {
@@ -243,10 +240,7 @@ pub fn plan(view: &ClusterView) -> Plan {
         if loads[target] >= view.nodes[target].limit {
             plan.over_capacity += 1;
         }
-        loads[target] += 1;
-        if let Some(&from) = m.effective().and_then(|id| index.get(id)) {
-            loads[from] -= 1;
-        }
+        shift_load(&mut loads, m.effective().and_then(|id| index.get(id)).copied(), target);
         let to = view.nodes[target].id.clone();
         plan.moves.push(Move {
             monitor: m.id,
@@ -257,6 +251,14 @@ pub fn plan(view: &ClusterView) -> Plan {
         });
     }
     plan
+}
+
+/// Books one active monitor moving from `from` (when it was on a known node) to `to`.
+fn shift_load(loads: &mut [usize], from: Option<usize>, to: usize) {
+    loads[to] += 1;
+    if let Some(from) = from {
+        loads[from] -= 1;
+    }
 }
 
 /// The least-loaded candidate below its limit, or the least-loaded of all when

@@ -270,13 +270,9 @@ impl ClusterActor {
         self.publisher.publish(decision.table);
 
         let changes = &decision.changes;
-        let mut affected = BTreeSet::new();
-        for mv in &changes.moves {
-            affected.insert(mv.to.as_str());
-            if let (MoveKind::Revert { .. }, Some(from)) = (&mv.kind, mv.from.as_deref()) {
-                affected.insert(from);
-            }
-        }
+        // both ends of every move: the new owner starts it, a live old owner stops it
+        let affected: BTreeSet<&str> =
+            changes.moves.iter().flat_map(|mv| std::iter::once(mv.to.as_str()).chain(mv.from.as_deref())).collect();
         for id in affected {
             if let Some(Member { health: Health::Up, host: Some(host), .. }) = self.members.get(id) {
                 self.push.push(id.to_owned(), host.clone());
