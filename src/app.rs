@@ -8,9 +8,15 @@ use crate::routing::RoutingPublisher;
 use crate::server;
 use crate::store::{self, StoreError};
 use actix::Actor;
-use actix_web::{web, App, HttpServer};
+use crate::proxy::Front;
+use actix_web::{App, HttpServer};
+use tokio::sync::mpsc;
 use std::rc::Rc;
 use std::sync::Arc;
+
+/// Passive-health reports waiting for the supervisor; more are dropped, since a
+/// probe is already due for every node in the queue.
+const SUSPECT_QUEUE: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -38,17 +44,28 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let listen = settings.server.listen;
     let settings = Arc::new(settings);
     let publisher = RoutingPublisher::new();
-    let routing = publisher.reader();
+    let (suspects_tx, suspects) = mpsc::channel(SUSPECT_QUEUE);
+    let front = Front {
+        routing: publisher.reader(),
+        settings: Arc::new(settings.proxy.clone()),
+        suspects: suspects_tx,
+    };
+    let workers = match settings.proxy.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
     let cluster = ClusterActor::new(ClusterDeps {
         db,
         probe: Rc::new(HttpProbe::new(settings.health.timeout)),
         settings,
         clock: Arc::new(SystemClock),
         publisher,
+        suspects,
     })
     .start();
 
-    let server = HttpServer::new(move || App::new().app_data(web::Data::new(routing.clone())).configure(server::configure))
+    let server = HttpServer::new(move || App::new().configure(server::configure(front.clone())))
+        .workers(workers)
         .disable_signals()
         .bind(listen)
         .map_err(|source| ServeError::Bind { addr: listen, source })?

@@ -22,6 +22,7 @@ pub enum ConfigError {
 pub struct Settings {
     pub database: DatabaseSettings,
     pub server: ServerSettings,
+    pub proxy: ProxySettings,
     pub health: HealthSettings,
     pub cluster: ClusterSettings,
     pub placement: PlacementSettings,
@@ -36,6 +37,20 @@ pub struct DatabaseSettings {
 #[derive(Clone, Debug)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub max_body: u64,
+    pub pool_keep_alive: Duration,
+    pub ws_idle_timeout: Duration,
+    pub ws_max_frame: usize,
+    pub fail_open: bool,
+    pub trust_forwarded: bool,
+    /// 0: one per CPU core.
+    pub workers: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -82,6 +97,7 @@ pub struct StaticNode {
 struct Raw {
     database: RawDatabase,
     server: RawServer,
+    proxy: RawProxy,
     health: RawHealth,
     cluster: RawCluster,
     placement: RawPlacement,
@@ -98,6 +114,20 @@ struct RawDatabase {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    connect_timeout: String,
+    read_timeout: String,
+    max_body: u64,
+    pool_keep_alive: String,
+    ws_idle_timeout: String,
+    ws_max_frame: usize,
+    fail_open: bool,
+    trust_forwarded: bool,
+    workers: usize,
 }
 
 #[derive(Deserialize)]
@@ -183,6 +213,20 @@ impl Settings {
             .listen
             .parse()
             .map_err(|_| invalid("server.listen", format!("expected host:port, got {:?}", raw.server.listen)))?;
+        let proxy = ProxySettings {
+            connect_timeout: positive_duration("proxy.connect_timeout", &raw.proxy.connect_timeout)?,
+            read_timeout: positive_duration("proxy.read_timeout", &raw.proxy.read_timeout)?,
+            max_body: raw.proxy.max_body,
+            pool_keep_alive: positive_duration("proxy.pool_keep_alive", &raw.proxy.pool_keep_alive)?,
+            ws_idle_timeout: positive_duration("proxy.ws_idle_timeout", &raw.proxy.ws_idle_timeout)?,
+            ws_max_frame: raw.proxy.ws_max_frame,
+            fail_open: raw.proxy.fail_open,
+            trust_forwarded: raw.proxy.trust_forwarded,
+            workers: raw.proxy.workers,
+        };
+        if proxy.ws_max_frame < 1024 {
+            return Err(invalid("proxy.ws_max_frame", "must be at least 1024 bytes"));
+        }
         if !raw.health.path.starts_with('/') {
             return Err(invalid("health.path", "must start with /"));
         }
@@ -219,6 +263,7 @@ impl Settings {
         Ok(Settings {
             database: DatabaseSettings { url },
             server: ServerSettings { listen },
+            proxy,
             health,
             cluster,
             placement: PlacementSettings { limit_per_node: raw.placement.limit_per_node },
@@ -275,6 +320,9 @@ mod tests {
         assert_eq!(s.placement.limit_per_node, 1000);
         assert_eq!(s.nodes.auth_header, None);
         assert!(s.database.url.starts_with("sqlite:"));
+        assert_eq!(s.proxy.connect_timeout, Duration::from_secs(2));
+        assert_eq!(s.proxy.max_body, 100 * 1024 * 1024);
+        assert!(!s.proxy.fail_open && !s.proxy.trust_forwarded);
     }
 
     #[test]

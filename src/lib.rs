@@ -13,7 +13,8 @@
 //! - [`routing`]: the immutable routing snapshot, one publisher, lock-free readers.
 //! - [`clock`]: the time source decisions read, replaceable in tests.
 //! - [`actors`]: the NodeActor per node and the ClusterActor, the only writer.
-//! - [`server`]: kuma-cluster's own HTTP endpoints.
+//! - [`proxy`]: the front door: node choice, HTTP forwarding and websocket bridging.
+//! - [`server`]: the HTTP app: kuma-cluster's own `/lb/` endpoints, the rest to the proxy.
 //! - [`app`]: wiring for the `serve` and `migrate` commands.
 
 pub mod actors;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod health;
 pub mod placement;
 pub mod probe;
+pub mod proxy;
 pub mod push;
 pub mod reconcile;
 pub mod routing;

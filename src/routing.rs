@@ -7,6 +7,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
+use tokio::sync::watch;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RouteNode {
@@ -51,21 +52,28 @@ impl RoutingTable {
 /// The single writer of the snapshot. Not `Clone`: only the ClusterActor holds one.
 pub struct RoutingPublisher {
     current: Arc<ArcSwap<RoutingTable>>,
+    /// Announces each new generation to long-lived connections (websockets),
+    /// which must end when their node leaves; requests never wait on it.
+    generations: watch::Sender<u64>,
 }
 
 /// A cheap, cloneable, lock-free view of the latest published snapshot.
 #[derive(Clone)]
 pub struct RoutingReader {
     current: Arc<ArcSwap<RoutingTable>>,
+    generations: watch::Receiver<u64>,
 }
 
 impl RoutingPublisher {
     pub fn new() -> Self {
-        RoutingPublisher { current: Arc::new(ArcSwap::from_pointee(RoutingTable::default())) }
+        RoutingPublisher {
+            current: Arc::new(ArcSwap::from_pointee(RoutingTable::default())),
+            generations: watch::Sender::new(0),
+        }
     }
 
     pub fn reader(&self) -> RoutingReader {
-        RoutingReader { current: self.current.clone() }
+        RoutingReader { current: self.current.clone(), generations: self.generations.subscribe() }
     }
 
     /// Publishes `table` under the next generation if it differs from the current
@@ -76,7 +84,9 @@ impl RoutingPublisher {
             return false;
         }
         table.generation = current.generation + 1;
+        let generation = table.generation;
         self.current.store(Arc::new(table));
+        self.generations.send_replace(generation);
         true
     }
 }
@@ -90,6 +100,11 @@ impl Default for RoutingPublisher {
 impl RoutingReader {
     pub fn load(&self) -> Arc<RoutingTable> {
         self.current.load_full()
+    }
+
+    /// A receiver that wakes on every new generation.
+    pub fn generations(&self) -> watch::Receiver<u64> {
+        self.generations.clone()
     }
 }
 

@@ -1,14 +1,112 @@
-//! kuma-cluster's own HTTP endpoints. The request path reads only the routing
-//! snapshot: no database query, no actor round trip.
+//! The HTTP app: kuma-cluster's own endpoints under `/lb/` and `/health`;
+//! everything else goes to the proxy. Handlers read only the routing snapshot.
 
-use actix_web::{web, HttpResponse};
+use crate::proxy::route::FIXED_COOKIE;
+use crate::proxy::{self, error, Front, Worker};
+use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
 use serde_json::json;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/lb/ping", web::get().to(ping)).route("/health", web::get().to(ping));
+/// The old layer's fixed-node cookie lifetime.
+const FIXED_DEFAULT_SECONDS: u64 = 7 * 24 * 3600;
+const FIXED_MAX_SECONDS: u64 = 365 * 24 * 3600;
+
+/// Registers every route; call once per worker, since it builds that worker's state.
+pub fn configure(front: Front) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::new(Worker::new(front)))
+            .route("/health", web::get().to(ping))
+            .service(
+                web::scope("/lb")
+                    .route("/ping", web::get().to(ping))
+                    .route("/fixed-node/{node}", web::get().to(fixed_node))
+                    .route("/set-fixed-node", web::post().to(set_fixed_node))
+                    .route("/clear-fixed-node", web::route().to(clear_fixed_node))
+                    .route("/fixed-node-status", web::get().to(fixed_node_status))
+                    .route("/available-nodes", web::get().to(available_nodes))
+                    .default_service(web::to(not_found)),
+            )
+            .default_service(web::to(proxy::forward));
+    }
 }
 
 /// Liveness: the process answers HTTP.
 async fn ping() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok", "service": "kuma-cluster" }))
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    error(StatusCode::NOT_FOUND, "not_found", format!("no endpoint {} {}", req.method(), req.path()))
+}
+
+/// Sets the fixed-node cookie for a ready node, or explains why not.
+fn pin(worker: &Worker, node: &str, seconds: u64) -> HttpResponse {
+    let table = worker.front.routing.load();
+    match table.node(node) {
+        None => error(StatusCode::BAD_REQUEST, "unknown_node", format!("no node {node:?} in the cluster")),
+        Some(n) if !n.ready => error(StatusCode::BAD_REQUEST, "node_not_ready", format!("node {node:?} is not ready")),
+        Some(n) => {
+            let cookie = Cookie::build(FIXED_COOKIE, n.id.clone())
+                .path("/")
+                .http_only(true)
+                .same_site(SameSite::Lax)
+                .max_age(CookieDuration::seconds(seconds as i64))
+                .finish();
+            let mut response =
+                HttpResponse::Ok().json(json!({ "success": true, "node": n.id, "expires_in_seconds": seconds }));
+            let _ = response.add_cookie(&cookie);
+            response
+        }
+    }
+}
+
+async fn fixed_node(path: web::Path<String>, worker: web::Data<Worker>) -> HttpResponse {
+    pin(&worker, &path.into_inner(), FIXED_DEFAULT_SECONDS)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetFixedNode {
+    node: String,
+    /// Seconds until the cookie expires.
+    expires: Option<u64>,
+}
+
+async fn set_fixed_node(body: web::Bytes, worker: web::Data<Worker>) -> HttpResponse {
+    let request: SetFixedNode = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()),
+    };
+    match request.expires.unwrap_or(FIXED_DEFAULT_SECONDS) {
+        seconds @ 1..=FIXED_MAX_SECONDS => pin(&worker, &request.node, seconds),
+        _ => error(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("expires must be 1 to {FIXED_MAX_SECONDS} seconds"),
+        ),
+    }
+}
+
+async fn clear_fixed_node() -> HttpResponse {
+    let cookie = Cookie::build(FIXED_COOKIE, "").path("/").max_age(CookieDuration::ZERO).finish();
+    let mut response = HttpResponse::Ok().json(json!({ "success": true }));
+    let _ = response.add_cookie(&cookie);
+    response
+}
+
+async fn fixed_node_status(req: HttpRequest, worker: web::Data<Worker>) -> HttpResponse {
+    let table = worker.front.routing.load();
+    let fixed = req.cookie(FIXED_COOKIE).map(|c| c.value().to_owned());
+    let ready = fixed.as_deref().map(|id| table.node(id).is_some_and(|n| n.ready));
+    HttpResponse::Ok().json(json!({ "fixed_node": fixed, "node_ready": ready, "active": ready == Some(true) }))
+}
+
+/// Only ids and readiness: this endpoint is open to the browser.
+async fn available_nodes(worker: web::Data<Worker>) -> HttpResponse {
+    let table = worker.front.routing.load();
+    let nodes: Vec<_> = table.nodes.iter().map(|n| json!({ "node_id": n.id, "ready": n.ready })).collect();
+    let ready = table.nodes.iter().filter(|n| n.ready).count();
+    HttpResponse::Ok().json(json!({ "nodes": nodes, "ready": ready }))
 }

@@ -37,12 +37,14 @@ async fn a_node_failing_its_health_checks_is_failed_over_and_back_with_reconcile
     ]);
     let publisher = RoutingPublisher::new();
     let routing = publisher.reader();
+    let (_suspects, suspects) = tokio::sync::mpsc::channel(16);
     let cluster = ClusterActor::new(ClusterDeps {
         db: t.db.clone(),
         probe: Rc::new(HttpProbe::new(settings.health.timeout)),
         settings: Arc::new(settings),
         clock: Arc::new(SystemClock),
         publisher,
+        suspects,
     })
     .start();
     eventually(WAIT, "every node is up and routable", || async {

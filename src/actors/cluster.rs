@@ -4,7 +4,7 @@
 //! then publish the routing snapshot and ask the affected nodes to reconcile.
 //! Decisions never overlap: a trigger during one makes exactly one more follow it.
 
-use crate::actors::node::{NodeActor, NodeTransition, Retire, SetHost};
+use crate::actors::node::{NodeActor, NodeTransition, ProbeNow, Retire, SetHost};
 use crate::clock::Clock;
 use crate::config::{HealthSettings, Settings};
 use crate::health::{FlapDamper, Health};
@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 /// Run a decision now and answer once one that started after this request has
 /// finished.
@@ -37,6 +37,13 @@ pub struct GetClusterState;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;
+
+/// A request could not connect to this node: have its NodeActor probe now.
+struct Suspect(String);
+
+impl Message for Suspect {
+    type Result = ();
+}
 
 /// Self-tick: periodic repair, end of a hold-down, or a retry after a failure.
 struct ReconcileTick;
@@ -91,6 +98,8 @@ pub struct ClusterDeps {
     pub clock: Arc<dyn Clock>,
     pub probe: Rc<dyn Probe>,
     pub publisher: RoutingPublisher,
+    /// Node ids reported by the proxy after a failed connect.
+    pub suspects: mpsc::Receiver<String>,
 }
 
 struct Member {
@@ -110,6 +119,7 @@ pub struct ClusterActor {
     clock: Arc<dyn Clock>,
     probe: Rc<dyn Probe>,
     publisher: RoutingPublisher,
+    suspects: Option<mpsc::Receiver<String>>,
     push: ReconcilePush,
     members: BTreeMap<String, Member>,
     started: bool,
@@ -149,6 +159,7 @@ impl ClusterActor {
             clock: deps.clock,
             probe: deps.probe,
             publisher: deps.publisher,
+            suspects: Some(deps.suspects),
             members: BTreeMap::new(),
             started: false,
             setup_complete: false,
@@ -407,6 +418,11 @@ impl Actor for ClusterActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(suspects) = self.suspects.take() {
+            ctx.add_message_stream(futures_util::stream::unfold(suspects, |mut rx| async move {
+                rx.recv().await.map(|id| (Suspect(id), rx))
+            }));
+        }
         ctx.run_interval(self.settings.cluster.reconcile_interval, |act, ctx| {
             if act.retry_at.is_none_or(|at| act.clock.now() >= at) {
                 act.request(ctx, None);
@@ -438,6 +454,16 @@ impl Handler<NodeTransition> for ClusterActor {
             ctx.notify_later(ReconcileTick, cluster.hold_down);
         }
         self.request(ctx, None);
+    }
+}
+
+impl Handler<Suspect> for ClusterActor {
+    type Result = ();
+
+    fn handle(&mut self, Suspect(node_id): Suspect, _: &mut Self::Context) {
+        if let Some(member) = self.members.get(&node_id) {
+            member.actor.do_send(ProbeNow);
+        }
     }
 }
 

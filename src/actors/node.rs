@@ -32,6 +32,12 @@ pub struct GetNodeState;
 #[rtype(result = "()")]
 pub struct SetHost(pub Option<String>);
 
+/// Passive health: a request could not connect to this node; probe now rather
+/// than at the next tick. Only the probe's result counts.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ProbeNow;
+
 /// The node left the cluster: stop probing.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -67,6 +73,10 @@ pub struct NodeActor {
     machine: HealthMachine,
     /// At most one probe is in flight; the next is scheduled when it ends.
     probing: bool,
+    /// The one scheduled probe, replaced when a passive report probes early, so
+    /// there is never more than one timer chain.
+    next_probe: Option<SpawnHandle>,
+    last_probe_started: Option<tokio::time::Instant>,
     probes: u64,
     failed_probes: u64,
     last_probe_at: Option<DateTime<Utc>>,
@@ -94,6 +104,8 @@ impl NodeActor {
             probe,
             report,
             probing: false,
+            next_probe: None,
+            last_probe_started: None,
             probes: 0,
             failed_probes: 0,
             last_probe_at: None,
@@ -146,6 +158,8 @@ impl Handler<ProbeTick> for NodeActor {
             return;
         }
         self.probing = true;
+        self.next_probe = None;
+        self.last_probe_started = Some(tokio::time::Instant::now());
         let timeout = self.settings.timeout;
         let check = self.host.as_deref().map(|host| self.probe.check(host, &self.settings.path));
         let started = tokio::time::Instant::now();
@@ -169,8 +183,26 @@ impl Handler<ProbeTick> for NodeActor {
                 act.report.do_send(transition);
             }
             let delay = act.next_delay();
-            ctx.notify_later(ProbeTick, delay);
+            act.next_probe = Some(ctx.notify_later(ProbeTick, delay));
         }));
+    }
+}
+
+/// Passive reports closer together than this add no probe: one is enough.
+const PASSIVE_MIN_GAP: Duration = Duration::from_millis(250);
+
+impl Handler<ProbeNow> for NodeActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ProbeNow, ctx: &mut Self::Context) {
+        let recent = self.last_probe_started.is_some_and(|t| t.elapsed() < PASSIVE_MIN_GAP);
+        if self.probing || recent {
+            return;
+        }
+        if let Some(handle) = self.next_probe.take() {
+            ctx.cancel_future(handle);
+        }
+        ctx.notify(ProbeTick);
     }
 }
 

@@ -342,6 +342,8 @@ pub struct Supervisor {
     pub addr: Addr<ClusterActor>,
     pub clock: ManualClock,
     pub routing: RoutingReader,
+    /// The proxy's side of the passive-health channel.
+    pub suspects: tokio::sync::mpsc::Sender<String>,
 }
 
 impl Supervisor {
@@ -357,15 +359,17 @@ impl Supervisor {
         let clock = ManualClock::new();
         let publisher = RoutingPublisher::new();
         let routing = publisher.reader();
+        let (suspects, suspects_rx) = tokio::sync::mpsc::channel(16);
         let addr = ClusterActor::new(ClusterDeps {
             db: db.db.clone(),
             settings: Arc::new(settings),
             clock: Arc::new(clock.clone()),
             probe,
             publisher,
+            suspects: suspects_rx,
         })
         .start();
-        Supervisor { addr, clock, routing }
+        Supervisor { addr, clock, routing, suspects }
     }
 
     pub async fn reconcile(&self) -> kuma_cluster::actors::cluster::DecisionSummary {

@@ -1,0 +1,216 @@
+//! The front door: every request outside `/lb/` and `/health` is forwarded to a
+//! Kuma node chosen from the routing snapshot. The request path loads the
+//! snapshot and nothing else: no database, no lock, no actor round trip.
+
+pub mod body;
+pub mod headers;
+pub mod route;
+pub mod websocket;
+
+use crate::config::ProxySettings;
+use crate::routing::{RoutingReader, RoutingTable};
+use actix_web::body::SizedStream;
+use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use awc::error::SendRequestError;
+use body::RequestBody;
+use route::{Balancer, Route, RouteInput, FIXED_COOKIE, STICKY_COOKIE};
+use serde_json::json;
+use std::cell::RefCell;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// What every worker shares: the snapshot, the settings, and the channel on
+/// which failed connects are reported for an immediate probe.
+#[derive(Clone)]
+pub struct Front {
+    pub routing: RoutingReader,
+    pub settings: Arc<ProxySettings>,
+    pub suspects: mpsc::Sender<String>,
+}
+
+impl Front {
+    /// Passive health: ask for an immediate probe of a node that refused a
+    /// connection. Never waits; a full channel already has enough reports.
+    pub fn suspect(&self, node_id: &str) {
+        let _ = self.suspects.try_send(node_id.to_owned());
+    }
+}
+
+/// Per-worker state (one thread each): the pooled HTTP client and the balancer.
+pub struct Worker {
+    pub front: Front,
+    pub client: awc::Client,
+    pub balancer: RefCell<Balancer>,
+}
+
+impl Worker {
+    pub fn new(front: Front) -> Self {
+        let s = &front.settings;
+        let connector = awc::Connector::new()
+            .timeout(s.connect_timeout)
+            .conn_keep_alive(s.pool_keep_alive)
+            .limit(1024);
+        let client = awc::Client::builder()
+            .connector(connector)
+            .timeout(s.read_timeout)
+            .disable_redirects()
+            .no_default_headers()
+            .finish();
+        Worker { front, client, balancer: RefCell::default() }
+    }
+}
+
+/// A JSON error body `{error, detail}` that says what happened without internals.
+pub fn error(status: StatusCode, code: &str, detail: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "error": code, "detail": detail.into() }))
+}
+
+/// The catch-all handler: choose a node, then forward HTTP or bridge a websocket.
+pub async fn forward(req: HttpRequest, payload: web::Payload, worker: web::Data<Worker>) -> HttpResponse {
+    let table = worker.front.routing.load();
+    let fixed = req.cookie(FIXED_COOKIE);
+    let sticky = req.cookie(STICKY_COOKIE);
+    let input = RouteInput {
+        path: req.path(),
+        fixed: fixed.as_ref().map(|c| c.value()),
+        sticky: sticky.as_ref().map(|c| c.value()),
+    };
+    let chosen = route::choose(&table, &input, &mut worker.balancer.borrow_mut(), worker.front.settings.fail_open);
+    let route = match chosen {
+        Ok(route) => route,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "no_node_available", e.to_string()),
+    };
+    let (mut response, served) = if websocket::is_upgrade(&req) {
+        websocket::bridge(&req, payload, &worker, &table, route.node).await
+    } else {
+        forward_http(&req, payload, &worker, &table, route.node).await
+    };
+    mark(&mut response, &table, served, &route);
+    response
+}
+
+/// Adds `X-Routed-To`/`X-Routed-Via` and the session cookies.
+fn mark(response: &mut HttpResponse, table: &RoutingTable, served: usize, route: &Route) {
+    let node = &table.nodes[served].id;
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(node) {
+        headers.insert(HeaderName::from_static("x-routed-to"), value);
+    }
+    headers.insert(HeaderName::from_static("x-routed-via"), HeaderValue::from_static(route.via.as_str()));
+    if route.set_sticky || (served != route.node && route.via == route::Via::Sticky) {
+        let cookie = Cookie::build(STICKY_COOKIE, node.clone()).path("/").http_only(true).same_site(SameSite::Lax).finish();
+        let _ = response.add_cookie(&cookie);
+    }
+    if route.clear_fixed {
+        let cookie = Cookie::build(FIXED_COOKIE, "").path("/").max_age(CookieDuration::ZERO).finish();
+        let _ = response.add_cookie(&cookie);
+    }
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+}
+
+/// The request headers as sent to a node: the client's, `Host` unchanged, minus
+/// hop-by-hop, plus X-Forwarded-*.
+pub fn upstream_headers(req: &HttpRequest, trust: bool) -> HeaderMap {
+    let mut headers = req.headers().clone();
+    headers::strip_hop_by_hop(&mut headers);
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+    headers::set_forwarded(&mut headers, req.peer_addr().map(|a| a.ip()), host, trust);
+    headers
+}
+
+/// Forwards one HTTP request. A connect failure (nothing sent) moves on to
+/// another ready node; an idempotent request whose body can still be sent is
+/// retried once after a failure to read the answer. Returns the response and the
+/// node that gave it.
+async fn forward_http(
+    req: &HttpRequest,
+    payload: web::Payload,
+    worker: &Worker,
+    table: &RoutingTable,
+    first: usize,
+) -> (HttpResponse, usize) {
+    let settings = &worker.front.settings;
+    let length = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    let chunked = req
+        .headers()
+        .get(header::TRANSFER_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    if length.is_some_and(|n| n > settings.max_body) {
+        let detail = format!("request bodies are limited to {} bytes", settings.max_body);
+        return (error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", detail), first);
+    }
+    let body = RequestBody::new(payload, length, chunked, settings.max_body);
+    let headers = upstream_headers(req, settings.trust_forwarded);
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let (mut node, mut tried, mut read_retry_left) = (first, Vec::new(), is_idempotent(req.method()));
+    loop {
+        let Some(host) = table.nodes[node].host.as_deref() else {
+            return (error(StatusCode::BAD_GATEWAY, "node_unreachable", "the node has no address"), node);
+        };
+        let mut request = worker.client.request(req.method().clone(), format!("http://{host}{target}"));
+        for (name, value) in &headers {
+            request = request.append_header((name.clone(), value.clone()));
+        }
+        let failure = match request.send_body(body.attempt()).await {
+            Ok(response) => return (respond(response, req.method()), node),
+            Err(e) => e,
+        };
+        if body.too_large() {
+            let detail = format!("request bodies are limited to {} bytes", settings.max_body);
+            return (error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", detail), node);
+        }
+        let connect_failed = matches!(failure, SendRequestError::Connect(_));
+        let node_id = &table.nodes[node].id;
+        tracing::warn!(node_id = %node_id, error = %failure, "forwarding failed");
+        if connect_failed {
+            worker.front.suspect(node_id);
+        }
+        tried.push(node);
+        let may_retry = body.replayable() && (connect_failed || std::mem::take(&mut read_retry_left));
+        let next = may_retry.then(|| worker.balancer.borrow_mut().pick(table, &tried, settings.fail_open)).flatten();
+        match (next, connect_failed) {
+            (Some(next), _) => node = next,
+            // a read failure with no other node left: the same node once more
+            (None, false) if may_retry => {}
+            _ => {
+                let response = match failure {
+                    SendRequestError::Timeout => {
+                        error(StatusCode::GATEWAY_TIMEOUT, "node_timeout", "the node did not answer in time")
+                    }
+                    SendRequestError::Connect(_) => {
+                        error(StatusCode::BAD_GATEWAY, "node_unreachable", "no node accepted the connection")
+                    }
+                    _ => error(StatusCode::BAD_GATEWAY, "bad_gateway", "the node's answer could not be read"),
+                };
+                return (response, node);
+            }
+        }
+    }
+}
+
+/// Streams the node's response back, status and headers as they are (minus
+/// hop-by-hop), keeping `Content-Length` when the node gave one.
+fn respond(response: awc::ClientResponse, method: &Method) -> HttpResponse {
+    let mut headers = response.headers().clone();
+    headers::strip_hop_by_hop(&mut headers);
+    let length = headers.remove(header::CONTENT_LENGTH).next().and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let status = response.status();
+    let mut builder = HttpResponse::build(status);
+    for (name, value) in &headers {
+        builder.append_header((name.clone(), value.clone()));
+    }
+    let bodiless = *method == Method::HEAD || status.is_informational() || matches!(status.as_u16(), 204 | 304);
+    match length {
+        // for HEAD, actix writes the declared length and sends no body
+        Some(n) => builder.body(SizedStream::new(n, response)),
+        None if bodiless => builder.finish(),
+        None => builder.streaming(response),
+    }
+}
