@@ -424,3 +424,23 @@ on_both_backends!(
     static_nodes_from_config_are_registered_and_supervised,
     setup_is_complete_once_kuma_has_a_user,
 );
+
+#[test]
+fn a_suspect_reported_by_the_proxy_is_probed_at_once() {
+    common::run(async {
+        let t = TestDb::sqlite().await;
+        t.migrate().await;
+        t.add_node("node1", "127.0.0.1:9").await;
+        let probe = common::ScriptedProbe::new([common::Scripted::Healthy]);
+        let sup = Supervisor::start(&t, Rc::new(probe.clone()), &[("KUMA_CLUSTER__HEALTH__INTERVAL", "1h")]);
+        sup.reconcile().await;
+        common::eventually(Duration::from_secs(10), "the first probe", || async { probe.calls.borrow().len() == 1 }).await;
+        // reports within 250 ms of the last probe add none
+        actix_rt::time::sleep(Duration::from_millis(300)).await;
+        sup.suspects.send("node1".into()).await.unwrap();
+        common::eventually(Duration::from_secs(10), "a probe right after the report", || async {
+            probe.calls.borrow().len() == 2
+        })
+        .await;
+    });
+}

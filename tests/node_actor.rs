@@ -155,3 +155,25 @@ fn a_node_without_a_host_is_declared_down_with_a_clear_error() {
         assert_eq!(actor.send(GetNodeState).await.unwrap().last_error.as_deref(), Some("node has no host"));
     });
 }
+
+#[test]
+fn a_passive_report_probes_at_once_without_starting_a_second_timer() {
+    run_paused(async {
+        let probe = ScriptedProbe::new([Healthy]);
+        let (actor, _seen) = start(&probe);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(probe.calls.borrow().len(), 1, "one probe at start, the next is due at about 2 s");
+        actor.send(kuma_cluster::actors::node::ProbeNow).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(probe.calls.borrow().len(), 2, "the report probed at once");
+        actor.send(kuma_cluster::actors::node::ProbeNow).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(probe.calls.borrow().len(), 2, "a second report within 250 ms adds nothing");
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let calls = probe.calls.borrow().clone();
+        // one chain of probes 2 s ± 10 % apart: two chains would halve the gaps
+        for pair in calls[1..].windows(2) {
+            assert!(pair[1] - pair[0] >= Duration::from_millis(1800), "gap {:?}", pair[1] - pair[0]);
+        }
+    });
+}

@@ -14,7 +14,7 @@ use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use awc::error::SendRequestError;
+use awc::error::{ConnectError, SendRequestError};
 use body::RequestBody;
 use route::{Balancer, Route, RouteInput, FIXED_COOKIE, STICKY_COOKIE};
 use serde_json::json;
@@ -110,6 +110,13 @@ fn mark(response: &mut HttpResponse, table: &RoutingTable, served: usize, route:
     }
 }
 
+/// Whether the request certainly never reached the node. awc also reports a
+/// connection lost after sending as a connect error (`Disconnected`): that one
+/// may have been received, so it does not count.
+fn nothing_sent(failure: &SendRequestError) -> bool {
+    matches!(failure, SendRequestError::Connect(e) if !matches!(e, ConnectError::Disconnected | ConnectError::H2(_)))
+}
+
 fn is_idempotent(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
@@ -166,7 +173,7 @@ async fn forward_http(
             let detail = format!("request bodies are limited to {} bytes", settings.max_body);
             return (error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", detail), node);
         }
-        let connect_failed = matches!(failure, SendRequestError::Connect(_));
+        let connect_failed = nothing_sent(&failure);
         let node_id = &table.nodes[node].id;
         tracing::warn!(node_id = %node_id, error = %failure, "forwarding failed");
         if connect_failed {
@@ -184,7 +191,7 @@ async fn forward_http(
                     SendRequestError::Timeout => {
                         error(StatusCode::GATEWAY_TIMEOUT, "node_timeout", "the node did not answer in time")
                     }
-                    SendRequestError::Connect(_) => {
+                    _ if connect_failed => {
                         error(StatusCode::BAD_GATEWAY, "node_unreachable", "no node accepted the connection")
                     }
                     _ => error(StatusCode::BAD_GATEWAY, "bad_gateway", "the node's answer could not be read"),

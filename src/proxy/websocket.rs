@@ -12,7 +12,7 @@ use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{CloseCode, CloseReason, Message, MessageStream, Session};
-use awc::error::{SendRequestError, WsClientError};
+use awc::error::WsClientError;
 use awc::ws::{Codec, Frame};
 use awc::BoxedSocket;
 use bytestring::ByteString;
@@ -74,7 +74,7 @@ pub async fn bridge(
         }
         match request.connect().await {
             Ok(connected) => break connected,
-            Err(WsClientError::SendRequest(SendRequestError::Connect(e))) => {
+            Err(WsClientError::SendRequest(e)) if super::nothing_sent(&e) => {
                 let node_id = &table.nodes[node].id;
                 tracing::warn!(node_id = %node_id, error = %e, "websocket connect failed");
                 worker.front.suspect(node_id);

@@ -1,0 +1,712 @@
+//! The front door through real HTTP: in-process backends on port 0, the proxy on
+//! port 0, and routing tables published by the test.
+
+mod common;
+
+use actix_web::body::SizedStream;
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Bytes};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
+use actix_ws::{CloseCode, CloseReason, Message};
+use awc::ws::Frame;
+use common::run;
+use futures_util::{SinkExt, StreamExt};
+use kuma_cluster::health::Health;
+use kuma_cluster::proxy::Front;
+use kuma_cluster::routing::{RouteNode, RoutingPublisher, RoutingTable};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+
+const MIB: usize = 1024 * 1024;
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Signals shared between a backend's worker thread and the test.
+#[derive(Default)]
+struct Signals {
+    /// The backend has received the first MiB of an upload.
+    upload_started: Notify,
+    /// The client has received the first MiB of a download.
+    download_started: Notify,
+}
+
+async fn echo(req: HttpRequest, body: Bytes, name: web::Data<String>) -> HttpResponse {
+    let headers: HashMap<String, String> =
+        req.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
+    HttpResponse::Ok()
+        .json(json!({ "node": name.get_ref(), "method": req.method().as_str(), "uri": req.uri().to_string(), "headers": headers, "body": body.len() }))
+}
+
+async fn redirect() -> HttpResponse {
+    HttpResponse::Found().insert_header(("location", "/elsewhere?x=1")).finish()
+}
+
+async fn upload(req: HttpRequest, mut payload: web::Payload, signals: web::Data<Arc<Signals>>) -> HttpResponse {
+    let mut received = 0usize;
+    let mut signalled = false;
+    while let Some(chunk) = payload.next().await {
+        received += chunk.unwrap().len();
+        if received >= MIB && !signalled {
+            signalled = true;
+            signals.upload_started.notify_one();
+        }
+    }
+    let header = |name: &str| req.headers().get(name).map(|v| v.to_str().unwrap().to_string());
+    HttpResponse::Ok().json(json!({
+        "received": received,
+        "content_length": header("content-length"),
+        "transfer_encoding": header("transfer-encoding"),
+    }))
+}
+
+async fn download(signals: web::Data<Arc<Signals>>) -> HttpResponse {
+    let signals = signals.get_ref().clone();
+    let chunks = futures_util::stream::unfold(0usize, move |sent| {
+        let signals = signals.clone();
+        async move {
+            if sent == 50 {
+                return None;
+            }
+            if sent == 2 {
+                // hold the rest back until the client has the first MiB: a proxy
+                // that buffered the whole response would wait here forever
+                signals.download_started.notified().await;
+            }
+            Some((Ok::<_, std::io::Error>(Bytes::from(vec![b'd'; MIB])), sent + 1))
+        }
+    });
+    HttpResponse::Ok().body(SizedStream::new((50 * MIB) as u64, chunks))
+}
+
+async fn head_target() -> HttpResponse {
+    HttpResponse::Ok().body(vec![b'h'; 1234])
+}
+
+async fn ws_echo(req: HttpRequest, body: web::Payload) -> actix_web::Result<HttpResponse> {
+    let (response, mut session, stream) = actix_ws::handle_with_protocols(&req, body, &["chat"])?;
+    let mut stream = stream.max_frame_size(4 * MIB);
+    actix_web::rt::spawn(async move {
+        while let Some(Ok(message)) = stream.recv().await {
+            let sent = match message {
+                Message::Text(text) if text.starts_with("close:") => {
+                    let code: u16 = text["close:".len()..].parse().unwrap();
+                    let _ = session.close(Some(CloseReason { code: CloseCode::Other(code), description: None })).await;
+                    return;
+                }
+                Message::Text(text) => session.text(text).await,
+                Message::Binary(bytes) => session.binary(bytes).await,
+                Message::Ping(bytes) => session.pong(&bytes).await,
+                Message::Close(reason) => {
+                    let _ = session.close(reason).await;
+                    return;
+                }
+                _ => Ok(()),
+            };
+            if sent.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(response)
+}
+
+struct Backend {
+    host: String,
+    signals: Arc<Signals>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Backend {
+    fn start(name: &str) -> Backend {
+        let signals = Arc::new(Signals::default());
+        let (n, s) = (name.to_string(), signals.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(n.clone()))
+                .app_data(web::Data::new(s.clone()))
+                .app_data(web::PayloadConfig::new(usize::MAX))
+                .route("/redirect", web::get().to(redirect))
+                .route("/upload", web::post().to(upload))
+                .route("/download", web::get().to(download))
+                .route("/head", web::route().to(head_target))
+                .route("/ws", web::get().to(ws_echo))
+                .default_service(web::to(echo))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let port = server.addrs()[0].port();
+        let server = server.run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        Backend { host: format!("127.0.0.1:{port}"), signals, handle }
+    }
+}
+
+/// A node spoken for by hand: for each connection it reads the request, then
+/// writes `reply` (if any) and hangs up. With no reply it is a node whose answer
+/// cannot be read.
+struct RawNode {
+    host: String,
+    requests: Arc<AtomicUsize>,
+}
+
+impl RawNode {
+    fn start(reply: Option<&'static str>) -> RawNode {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut buf = [0u8; 4096];
+                if matches!(stream.read(&mut buf), Ok(n) if n > 0) {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    if let Some(reply) = reply {
+                        let _ = std::io::Write::write_all(&mut stream, reply.as_bytes());
+                    }
+                }
+            }
+        });
+        RawNode { host, requests }
+    }
+}
+
+/// A port nothing listens on.
+fn dead_host() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+fn node(id: &str, host: &str, ready: bool, monitors: usize) -> RouteNode {
+    RouteNode {
+        id: id.into(),
+        host: Some(host.into()),
+        health: if ready { Health::Up } else { Health::Down },
+        ready,
+        enabled: true,
+        monitor_count: monitors,
+        limit: 1000,
+    }
+}
+
+fn table(nodes: Vec<RouteNode>) -> RoutingTable {
+    RoutingTable { nodes, primary: Some("node1".into()), setup_complete: true, ..RoutingTable::default() }
+}
+
+struct Proxy {
+    base: String,
+    publisher: RoutingPublisher,
+    suspects: mpsc::Receiver<String>,
+    client: awc::Client,
+}
+
+impl Proxy {
+    fn start(first: RoutingTable, overrides: &[(&str, &str)]) -> Proxy {
+        let publisher = RoutingPublisher::new();
+        publisher.publish(first);
+        let (tx, suspects) = mpsc::channel(64);
+        let settings = common::settings(overrides);
+        let front = Front { routing: publisher.reader(), settings: Arc::new(settings.proxy), suspects: tx };
+        let server = HttpServer::new(move || App::new().configure(kuma_cluster::server::configure(front.clone())))
+            .workers(1)
+            .disable_signals()
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let port = server.addrs()[0].port();
+        actix_web::rt::spawn(server.run());
+        let client = awc::Client::builder().disable_redirects().timeout(WAIT).finish();
+        Proxy { base: format!("127.0.0.1:{port}"), publisher, suspects, client }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.base)
+    }
+
+    async fn get(&self, path: &str, cookie: Option<&str>) -> (StatusCode, HashMap<String, String>, Value) {
+        let mut request = self.client.get(self.url(path));
+        if let Some(cookie) = cookie {
+            request = request.insert_header(("cookie", cookie));
+        }
+        let mut response = request.send().await.unwrap();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+            .fold(HashMap::new(), |mut m: HashMap<String, String>, (k, v)| {
+                m.entry(k).and_modify(|e| *e = format!("{e}; {v}")).or_insert(v);
+                m
+            });
+        let body = response.body().limit(10 * MIB).await.unwrap();
+        (response.status(), headers, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+}
+
+fn routed(headers: &HashMap<String, String>) -> (&str, &str) {
+    (headers["x-routed-to"].as_str(), headers["x-routed-via"].as_str())
+}
+
+#[test]
+fn before_setup_every_request_goes_to_the_primary() {
+    run(async {
+        let (a, b) = (Backend::start("node1"), Backend::start("node2"));
+        let mut t = table(vec![node("node1", &a.host, true, 900), node("node2", &b.host, true, 0)]);
+        t.setup_complete = false;
+        let proxy = Proxy::start(t, &[]);
+        for path in ["/", "/setup", "/api/v1/monitors/1"] {
+            let (status, headers, body) = proxy.get(path, Some("KUMA_FIXED_NODE=node2; KUMA_CLUSTER_NODE=node2")).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(routed(&headers), ("node1", "setup"));
+            assert_eq!(body["node"], "node1");
+        }
+        a.handle.stop(false).await;
+        b.handle.stop(false).await;
+    });
+}
+
+#[test]
+fn a_fixed_node_cookie_pins_requests_and_a_stale_one_is_ignored_and_cleared() {
+    run(async {
+        let (a, b) = (Backend::start("node1"), Backend::start("node2"));
+        let mut t = table(vec![node("node1", &a.host, true, 0), node("node2", &b.host, true, 0)]);
+        t.monitors.insert(5, 0);
+        let proxy = Proxy::start(t, &[]);
+        let (_, headers, body) = proxy.get("/api/v1/monitors/5", Some("KUMA_FIXED_NODE=node2")).await;
+        assert_eq!(routed(&headers), ("node2", "fixed-node"));
+        assert_eq!(body["node"], "node2");
+        assert!(!headers.contains_key("set-cookie") || !headers["set-cookie"].contains("KUMA_FIXED_NODE"));
+
+        let (status, headers, _) = proxy.get("/", Some("KUMA_FIXED_NODE=node9")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["x-routed-via"], "load-balancer");
+        let cookies = &headers["set-cookie"];
+        assert!(cookies.contains("KUMA_FIXED_NODE=;") && cookies.contains("Max-Age=0"), "{cookies}");
+        a.handle.stop(false).await;
+        b.handle.stop(false).await;
+    });
+}
+
+#[test]
+fn requests_about_a_monitor_go_to_the_node_that_runs_it() {
+    run(async {
+        let (a, b) = (Backend::start("node1"), Backend::start("node2"));
+        let mut t = table(vec![node("node1", &a.host, true, 0), node("node2", &b.host, true, 0)]);
+        t.monitors.insert(7, 1);
+        t.monitors.insert(8, 0);
+        let proxy = Proxy::start(t, &[]);
+        for (path, owner) in [
+            ("/api/v1/monitors/7", "node2"),
+            ("/api/v1/monitors/7/heartbeats?limit=5", "node2"),
+            ("/api/badge/8/status", "node1"),
+        ] {
+            let (_, headers, body) = proxy.get(path, Some("KUMA_CLUSTER_NODE=node1")).await;
+            assert_eq!(routed(&headers), (owner, "monitor-owner"), "{path}");
+            assert_eq!(body["node"], owner);
+        }
+        let (_, headers, body) = proxy.get("/api/v1/monitors/7/heartbeats?limit=5", None).await;
+        assert_eq!(body["uri"], "/api/v1/monitors/7/heartbeats?limit=5", "path and query pass unchanged");
+        assert!(!headers.contains_key("set-cookie"), "monitor requests start no session");
+        a.handle.stop(false).await;
+        b.handle.stop(false).await;
+    });
+}
+
+#[test]
+fn a_new_session_gets_a_sticky_cookie_and_keeps_its_node_while_it_is_ready() {
+    run(async {
+        let (a, b) = (Backend::start("node1"), Backend::start("node2"));
+        let proxy = Proxy::start(table(vec![node("node1", &a.host, true, 0), node("node2", &b.host, true, 0)]), &[]);
+        let (_, headers, _) = proxy.get("/dashboard", None).await;
+        let (first, via) = routed(&headers);
+        assert_eq!(via, "load-balancer");
+        let cookie = headers["set-cookie"].clone();
+        assert!(cookie.starts_with(&format!("KUMA_CLUSTER_NODE={first}")) && cookie.contains("HttpOnly"), "{cookie}");
+        for _ in 0..5 {
+            let (_, headers, _) = proxy.get("/dashboard", Some(&format!("KUMA_CLUSTER_NODE={first}"))).await;
+            assert_eq!(routed(&headers), (first, "sticky"));
+        }
+        let other = if first == "node1" { "node2" } else { "node1" };
+        let mut t = table(vec![node("node1", &a.host, true, 0), node("node2", &b.host, true, 0)]);
+        t.nodes.iter_mut().find(|n| n.id == first).unwrap().ready = false;
+        proxy.publisher.publish(t);
+        let (_, headers, _) = proxy.get("/dashboard", Some(&format!("KUMA_CLUSTER_NODE={first}"))).await;
+        assert_eq!(routed(&headers), (other, "load-balancer"));
+        assert!(headers["set-cookie"].starts_with(&format!("KUMA_CLUSTER_NODE={other}")));
+        a.handle.stop(false).await;
+        b.handle.stop(false).await;
+    });
+}
+
+#[test]
+fn new_sessions_are_spread_over_ready_nodes_by_free_capacity() {
+    run(async {
+        let (a, b, c) = (Backend::start("node1"), Backend::start("node2"), Backend::start("node3"));
+        let t = table(vec![node("node1", &a.host, true, 750), node("node2", &b.host, true, 0), node("node3", &c.host, false, 0)]);
+        let proxy = Proxy::start(t, &[]);
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for _ in 0..50 {
+            let (_, headers, _) = proxy.get("/", None).await;
+            *counts.entry(headers["x-routed-to"].clone()).or_default() += 1;
+        }
+        // free capacity 250 : 1000
+        assert_eq!((counts.get("node1"), counts.get("node2"), counts.get("node3")), (Some(&10), Some(&40), None));
+        for b in [a, b, c] {
+            b.handle.stop(false).await;
+        }
+    });
+}
+
+#[test]
+fn host_passes_through_and_forwarded_headers_are_set() {
+    run(async {
+        let a = Backend::start("node1");
+        let proxy = Proxy::start(table(vec![node("node1", &a.host, true, 0)]), &[]);
+        let response = proxy
+            .client
+            .get(proxy.url("/anything?q=1"))
+            .insert_header(("host", "kuma.example.org"))
+            .insert_header(("x-forwarded-for", "6.6.6.6"))
+            .insert_header(("cookie", "session=abc"))
+            .send()
+            .await;
+        let body: Value = response.unwrap().json().await.unwrap();
+        let h = &body["headers"];
+        assert_eq!(h["host"], "kuma.example.org");
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1", "a client cannot forge its address");
+        assert_eq!(h["x-real-ip"], "127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "kuma.example.org");
+        assert_eq!(h["cookie"], "session=abc");
+        a.handle.stop(false).await;
+    });
+}
+
+#[test]
+fn hop_by_hop_headers_are_stripped_both_ways() {
+    run(async {
+        let a = Backend::start("node1");
+        let proxy = Proxy::start(table(vec![node("node1", &a.host, true, 0)]), &[]);
+        // by hand: HTTP clients write their own Connection header; on its own
+        // thread, since blocking this one would stall the servers' futures
+        let base = proxy.base.clone();
+        let raw = actix_web::rt::task::spawn_blocking(move || {
+            let mut stream = std::net::TcpStream::connect(base).unwrap();
+            std::io::Write::write_all(
+                &mut stream,
+                b"GET /hop HTTP/1.1\r\nHost: kuma\r\nConnection: close, x-client-secret\r\nX-Client-Secret: 1\r\n\
+                  Keep-Alive: timeout=9\r\nTE: trailers\r\nProxy-Authorization: Basic eA==\r\nX-Visible: yes\r\n\r\n",
+            )
+            .unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut raw = Vec::new();
+            let _ = stream.read_to_end(&mut raw);
+            String::from_utf8_lossy(&raw).into_owned()
+        })
+        .await
+        .unwrap();
+        let body: Value = serde_json::from_str(raw.split("\r\n\r\n").nth(1).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}: {raw}"));
+        let h = body["headers"].as_object().unwrap();
+        for gone in ["x-client-secret", "keep-alive", "te", "proxy-authorization"] {
+            assert!(!h.contains_key(gone), "{gone} reached the node");
+        }
+        assert_eq!(h["x-visible"], "yes");
+
+        let raw = RawNode::start(Some(
+            "HTTP/1.1 200 OK\r\nConnection: close, x-node-secret\r\nX-Node-Secret: hidden\r\n\
+             Keep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nX-Node-Visible: yes\r\nContent-Length: 2\r\n\r\nok",
+        ));
+        proxy.publisher.publish(table(vec![node("node1", &raw.host, true, 0)]));
+        let mut response = proxy.client.get(proxy.url("/hop")).send().await.unwrap();
+        for gone in ["x-node-secret", "keep-alive", "proxy-authenticate"] {
+            assert!(response.headers().get(gone).is_none(), "{gone} reached the client");
+        }
+        assert_eq!(response.headers().get("x-node-visible").unwrap(), "yes");
+        assert_eq!(response.body().await.unwrap(), Bytes::from_static(b"ok"));
+        a.handle.stop(false).await;
+    });
+}
+
+#[test]
+fn a_50_mib_upload_is_streamed_to_the_node_with_its_length() {
+    run(async {
+        let a = Backend::start("node1");
+        let proxy = Proxy::start(table(vec![node("node1", &a.host, true, 0)]), &[]);
+        let signals = a.signals.clone();
+        let chunks = futures_util::stream::unfold(0usize, move |sent| {
+            let signals = signals.clone();
+            async move {
+                if sent == 50 {
+                    return None;
+                }
+                if sent == 2 {
+                    // the node must already have the first MiB: a proxy that
+                    // buffered the whole body would never let this continue
+                    signals.upload_started.notified().await;
+                }
+                Some((Ok::<_, std::io::Error>(Bytes::from(vec![b'u'; MIB])), sent + 1))
+            }
+        });
+        let request = proxy.client.post(proxy.url("/upload")).send_body(SizedStream::new((50 * MIB) as u64, chunks));
+        let mut response = tokio::time::timeout(WAIT, request).await.expect("upload streamed").unwrap();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["received"], 50 * MIB);
+        assert_eq!(body["content_length"], (50 * MIB).to_string());
+        assert_eq!(body["transfer_encoding"], Value::Null);
+        a.handle.stop(false).await;
+    });
+}
+
+#[test]
+fn a_50_mib_download_is_streamed_to_the_client_with_its_length() {
+    run(async {
+        let a = Backend::start("node1");
+        let proxy = Proxy::start(table(vec![node("node1", &a.host, true, 0)]), &[]);
+        let mut response = proxy.client.get(proxy.url("/download")).send().await.unwrap();
+        assert_eq!(response.headers().get("content-length").unwrap(), &(50 * MIB).to_string());
+        let mut received = 0;
+        let mut signalled = false;
+        let read = async {
+            while let Some(chunk) = response.next().await {
+                received += chunk.unwrap().len();
+                if received >= MIB && !signalled {
+                    signalled = true;
+                    a.signals.download_started.notify_one();
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, read).await.expect("download streamed");
+        assert_eq!(received, 50 * MIB);
+        a.handle.stop(false).await;
+    });
+}
+
+#[test]
+fn a_head_request_keeps_the_nodes_content_length() {
+    run(async {
+        let a = Backend::start("node1");
+        let proxy = Proxy::start(table(vec![node("node1", &a.host, true, 0)]), &[]);
+        let mut response = proxy.client.head(proxy.url("/head")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers().get("content-length").unwrap(), "1234");
+        assert!(response.body().await.unwrap().is_empty());
+        a.handle.stop(false).await;
+    });
+}
+
+#[test]
+fn redirects_are_passed_through_untouched() {
+    run(async {
+        let a = Backend::start("node1");
+        let proxy = Proxy::start(table(vec![node("node1", &a.host, true, 0)]), &[]);
+        let response = proxy.client.get(proxy.url("/redirect")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::FOUND);
+        assert_eq!(response.headers().get("location").unwrap(), "/elsewhere?x=1");
+        a.handle.stop(false).await;
+    });
+}
+
+#[test]
+fn a_connect_failure_is_retried_on_another_node_and_reported_for_a_probe() {
+    run(async {
+        let b = Backend::start("node2");
+        let t = table(vec![node("node1", &dead_host(), true, 0), node("node2", &b.host, true, 0)]);
+        let mut proxy = Proxy::start(t, &[]);
+        let response = proxy
+            .client
+            .post(proxy.url("/submit"))
+            .insert_header(("cookie", "KUMA_CLUSTER_NODE=node1"))
+            .send_body("payload that was never sent to node1");
+        let mut response = response.await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers().get("x-routed-to").unwrap(), "node2");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!((body["node"].as_str(), body["body"].as_u64()), (Some("node2"), Some(36)));
+        assert_eq!(proxy.suspects.recv().await.as_deref(), Some("node1"));
+        b.handle.stop(false).await;
+    });
+}
+
+#[test]
+fn an_idempotent_request_is_retried_once_after_a_read_failure_and_a_post_is_never_replayed() {
+    run(async {
+        let b = Backend::start("node2");
+        let closer = RawNode::start(None);
+        let t = table(vec![node("node1", &closer.host, true, 0), node("node2", &b.host, true, 0)]);
+        let proxy = Proxy::start(t, &[]);
+        let (status, headers, body) = proxy.get("/page", Some("KUMA_CLUSTER_NODE=node1")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!((headers["x-routed-to"].as_str(), body["node"].as_str()), ("node2", Some("node2")));
+        assert_eq!(closer.requests.load(Ordering::SeqCst), 1);
+
+        let mut response = proxy
+            .client
+            .post(proxy.url("/submit"))
+            .insert_header(("cookie", "KUMA_CLUSTER_NODE=node1"))
+            .send_body("once only")
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "bad_gateway");
+        assert_eq!(closer.requests.load(Ordering::SeqCst), 2, "the POST reached node1 once and nowhere else");
+        b.handle.stop(false).await;
+    });
+}
+
+#[test]
+fn with_no_ready_node_the_answer_is_a_503_in_json_unless_fail_open() {
+    run(async {
+        let a = Backend::start("node1");
+        let t = table(vec![node("node1", &a.host, false, 0)]);
+        let proxy = Proxy::start(t.clone(), &[]);
+        let (status, _, body) = proxy.get("/", None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"], "no_node_available");
+        assert_eq!(body["detail"], "no Kuma node is ready");
+
+        let open = Proxy::start(t, &[("KUMA_CLUSTER__PROXY__FAIL_OPEN", "true")]);
+        let (status, headers, _) = open.get("/", None).await;
+        assert_eq!((status, headers["x-routed-to"].as_str()), (StatusCode::OK, "node1"));
+        a.handle.stop(false).await;
+    });
+}
+
+#[test]
+fn an_oversized_body_is_refused_with_413() {
+    run(async {
+        let a = Backend::start("node1");
+        let proxy = Proxy::start(table(vec![node("node1", &a.host, true, 0)]), &[("KUMA_CLUSTER__PROXY__MAX_BODY", "1024")]);
+        let mut response = proxy.client.post(proxy.url("/upload")).send_body(vec![0u8; 4096]).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "body_too_large");
+        a.handle.stop(false).await;
+    });
+}
+
+async fn next_frame(
+    framed: &mut actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>,
+) -> Frame {
+    tokio::time::timeout(WAIT, framed.next()).await.expect("a frame arrives").expect("socket open").unwrap()
+}
+
+#[test]
+fn a_websocket_carries_text_binary_a_1_mib_frame_ping_and_close_codes_both_ways() {
+    run(async {
+        let a = Backend::start("node1");
+        let proxy = Proxy::start(table(vec![node("node1", &a.host, true, 0)]), &[]);
+        let connect = |proxy: &Proxy| {
+            proxy
+                .client
+                .ws(format!("ws://{}/ws", proxy.base))
+                .protocols(["other", "chat"])
+                .max_frame_size(4 * MIB)
+                .connect()
+        };
+        let (response, mut ws) = connect(&proxy).await.unwrap();
+        assert_eq!(response.headers().get("sec-websocket-protocol").unwrap(), "chat");
+        assert_eq!(response.headers().get("x-routed-to").unwrap(), "node1");
+
+        ws.send(awc::ws::Message::Text("hello".into())).await.unwrap();
+        assert_eq!(next_frame(&mut ws).await, Frame::Text(Bytes::from_static(b"hello")));
+        let big: Bytes = (0..MIB + 7).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
+        ws.send(awc::ws::Message::Binary(big.clone())).await.unwrap();
+        assert_eq!(next_frame(&mut ws).await, Frame::Binary(big));
+        ws.send(awc::ws::Message::Ping(Bytes::from_static(b"are you there"))).await.unwrap();
+        assert_eq!(next_frame(&mut ws).await, Frame::Pong(Bytes::from_static(b"are you there")));
+        let close = CloseReason { code: CloseCode::Other(4001), description: Some("bye".into()) };
+        ws.send(awc::ws::Message::Close(Some(close.clone()))).await.unwrap();
+        assert_eq!(next_frame(&mut ws).await, Frame::Close(Some(close)), "the client's close code comes back");
+
+        let (_, mut ws) = connect(&proxy).await.unwrap();
+        ws.send(awc::ws::Message::Text("close:4002".into())).await.unwrap();
+        match next_frame(&mut ws).await {
+            Frame::Close(Some(reason)) => assert_eq!(reason.code, CloseCode::Other(4002), "the node's close code arrives"),
+            other => panic!("expected a close, got {other:?}"),
+        }
+        a.handle.stop(false).await;
+    });
+}
+
+#[test]
+fn a_websocket_is_closed_when_its_node_goes_down() {
+    run(async {
+        let a = Backend::start("node1");
+        let proxy = Proxy::start(table(vec![node("node1", &a.host, true, 0)]), &[]);
+        let (_, mut ws) = proxy.client.ws(format!("ws://{}/ws", proxy.base)).connect().await.unwrap();
+        ws.send(awc::ws::Message::Text("still here".into())).await.unwrap();
+        assert_eq!(next_frame(&mut ws).await, Frame::Text(Bytes::from_static(b"still here")));
+        proxy.publisher.publish(table(vec![node("node1", &a.host, false, 0)]));
+        match next_frame(&mut ws).await {
+            Frame::Close(Some(reason)) => assert_eq!(reason.code, CloseCode::Restart),
+            other => panic!("expected a close, got {other:?}"),
+        }
+        a.handle.stop(false).await;
+    });
+}
+
+#[test]
+fn fixed_node_endpoints_set_report_and_clear_the_cookie() {
+    run(async {
+        let (a, b) = (Backend::start("node1"), Backend::start("node2"));
+        let proxy = Proxy::start(table(vec![node("node1", &a.host, true, 0), node("node2", &b.host, false, 0)]), &[]);
+        let (status, headers, body) = proxy.get("/lb/fixed-node/node1", None).await;
+        assert_eq!((status, body["node"].as_str()), (StatusCode::OK, Some("node1")));
+        let cookie = &headers["set-cookie"];
+        for part in ["KUMA_FIXED_NODE=node1", "HttpOnly", "SameSite=Lax", "Max-Age=604800", "Path=/"] {
+            assert!(cookie.contains(part), "{part} missing from {cookie}");
+        }
+        let (_, _, status) = proxy.get("/lb/fixed-node-status", Some("KUMA_FIXED_NODE=node1")).await;
+        assert_eq!(status, json!({ "fixed_node": "node1", "node_ready": true, "active": true }));
+
+        let mut response = proxy
+            .client
+            .post(proxy.url("/lb/set-fixed-node"))
+            .send_json(&json!({ "node": "node1", "expires": 60 }))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers().get("set-cookie").unwrap().to_str().unwrap().contains("Max-Age=60"));
+        let _ = response.body().await;
+
+        let (_, headers, _) = proxy.get("/lb/clear-fixed-node", Some("KUMA_FIXED_NODE=node1")).await;
+        assert!(headers["set-cookie"].contains("Max-Age=0"));
+        let (_, _, nodes) = proxy.get("/lb/available-nodes", None).await;
+        assert_eq!(
+            nodes,
+            json!({ "nodes": [{ "node_id": "node1", "ready": true }, { "node_id": "node2", "ready": false }], "ready": 1 })
+        );
+        a.handle.stop(false).await;
+        b.handle.stop(false).await;
+    });
+}
+
+#[test]
+fn pinning_an_unknown_or_down_node_or_a_bad_body_is_refused_with_400() {
+    run(async {
+        let (a, b) = (Backend::start("node1"), Backend::start("node2"));
+        let proxy = Proxy::start(table(vec![node("node1", &a.host, true, 0), node("node2", &b.host, false, 0)]), &[]);
+        for (path, error) in [("/lb/fixed-node/node2", "node_not_ready"), ("/lb/fixed-node/node9", "unknown_node")] {
+            let (status, headers, body) = proxy.get(path, None).await;
+            assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some(error)));
+            assert!(!headers.contains_key("set-cookie"));
+        }
+        for bad in [json!({ "node": "node1", "color": "red" }), json!({ "node": "node1", "expires": 0 }), json!({})] {
+            let mut response = proxy.client.post(proxy.url("/lb/set-fixed-node")).send_json(&bad).await.unwrap();
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"], "invalid_body");
+        }
+        let (status, _, body) = proxy.get("/lb/no-such-endpoint", None).await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+        a.handle.stop(false).await;
+        b.handle.stop(false).await;
+    });
+}
