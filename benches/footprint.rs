@@ -37,7 +37,7 @@ fn main() {
             t.add_node(&format!("node{}", i + 1), &node.host).await;
             t.add_monitors(&format!("node{}", i + 1), 200).await;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = common::free_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_kuma-cluster"))
             .arg("serve")
             .env("RUST_LOG", "warn")

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -44,20 +43,10 @@ fn migrate_creates_the_embedded_sqlite_database_and_its_directory() {
     assert!(db.is_file());
 }
 
-fn get(addr: &str, path: &str) -> Option<String> {
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response)
-}
-
 #[test]
 fn serve_answers_ping_and_stops_cleanly_on_sigterm() {
     let dir = common::TempDir::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", common::free_port());
     let child = binary()
         .arg("serve")
         .env("KUMA_CLUSTER__DATABASE__URL", format!("sqlite://{}/kc.db?mode=rwc", dir.0.display()))
@@ -68,7 +57,7 @@ fn serve_answers_ping_and_stops_cleanly_on_sigterm() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let response = loop {
-        if let Some(r) = get(&addr, "/lb/ping") {
+        if let Some(r) = common::http_get(&addr, "/lb/ping") {
             break r;
         }
         assert!(Instant::now() < deadline, "serve never answered");
@@ -76,7 +65,7 @@ fn serve_answers_ping_and_stops_cleanly_on_sigterm() {
     };
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains(r#""status":"ok""#));
-    assert!(get(&addr, "/health").unwrap().starts_with("HTTP/1.1 200"));
+    assert!(common::http_get(&addr, "/health").unwrap().starts_with("HTTP/1.1 200"));
 
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());

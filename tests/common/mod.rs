@@ -392,6 +392,22 @@ impl Supervisor {
     }
 }
 
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A blocking `GET` with `Connection: close`; `None` when nothing answers.
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    Some(String::from_utf8_lossy(&response).into_owned())
+}
+
 /// Polls `check` every 20 ms until it holds, failing after `limit`: a liveness
 /// wait for real-time tests, not a speed assertion.
 pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
