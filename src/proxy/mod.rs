@@ -10,7 +10,7 @@ pub mod websocket;
 use crate::config::ProxySettings;
 use crate::routing::{RoutingReader, RoutingTable};
 use actix_web::body::SizedStream;
-use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
+use actix_web::cookie::{time::Duration as CookieDuration, Cookie};
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -101,8 +101,9 @@ fn mark(response: &mut HttpResponse, table: &RoutingTable, served: usize, route:
     }
     headers.insert(HeaderName::from_static("x-routed-via"), HeaderValue::from_static(route.via.as_str()));
     if route.set_sticky || (served != route.node && route.via == route::Via::Sticky) {
-        let cookie = Cookie::build(STICKY_COOKIE, node.clone()).path("/").http_only(true).same_site(SameSite::Lax).finish();
-        let _ = response.add_cookie(&cookie);
+        if let Ok(cookie) = HeaderValue::from_str(&format!("{STICKY_COOKIE}={node}; HttpOnly; SameSite=Lax; Path=/")) {
+            headers.append(header::SET_COOKIE, cookie);
+        }
     }
     if route.clear_fixed {
         let cookie = Cookie::build(FIXED_COOKIE, "").path("/").max_age(CookieDuration::ZERO).finish();
@@ -162,9 +163,7 @@ async fn forward_http(
             return (error(StatusCode::BAD_GATEWAY, "node_unreachable", "the node has no address"), node);
         };
         let mut request = worker.client.request(req.method().clone(), format!("http://{host}{target}"));
-        for (name, value) in &headers {
-            request = request.append_header((name.clone(), value.clone()));
-        }
+        *request.headers_mut() = headers.clone();
         let failure = match request.send_body(body.attempt()).await {
             Ok(response) => return (respond(response, req.method()), node),
             Err(e) => e,
@@ -209,15 +208,13 @@ fn respond(response: awc::ClientResponse, method: &Method) -> HttpResponse {
     headers::strip_hop_by_hop(&mut headers);
     let length = headers.remove(header::CONTENT_LENGTH).next().and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let status = response.status();
-    let mut builder = HttpResponse::build(status);
-    for (name, value) in &headers {
-        builder.append_header((name.clone(), value.clone()));
-    }
     let bodiless = *method == Method::HEAD || status.is_informational() || matches!(status.as_u16(), 204 | 304);
-    match length {
+    let mut forwarded = match length {
         // for HEAD, actix writes the declared length and sends no body
-        Some(n) => builder.body(SizedStream::new(n, response)),
-        None if bodiless => builder.finish(),
-        None => builder.streaming(response),
-    }
+        Some(n) => HttpResponse::build(status).body(SizedStream::new(n, response)),
+        None if bodiless => HttpResponse::build(status).finish(),
+        None => HttpResponse::build(status).streaming(response),
+    };
+    *forwarded.headers_mut() = headers;
+    forwarded
 }

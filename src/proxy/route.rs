@@ -9,7 +9,6 @@
 
 use crate::placement::MonitorId;
 use crate::routing::RoutingTable;
-use std::collections::HashMap;
 
 pub const FIXED_COOKIE: &str = "KUMA_FIXED_NODE";
 pub const STICKY_COOKIE: &str = "KUMA_CLUSTER_NODE";
@@ -111,36 +110,32 @@ pub fn choose(
 #[derive(Debug, Default)]
 pub struct Balancer {
     generation: u64,
-    current: HashMap<String, i64>,
+    /// Current weight per node index of the snapshot `generation`.
+    current: Vec<i64>,
 }
 
 impl Balancer {
     /// A ready node with a host, not in `exclude`; with `fail_open` and none
     /// ready, any node with a host.
     pub fn pick(&mut self, table: &RoutingTable, exclude: &[usize], fail_open: bool) -> Option<usize> {
-        if table.generation != self.generation {
+        if table.generation != self.generation || self.current.len() != table.nodes.len() {
             self.generation = table.generation;
-            self.current.clear();
+            self.current = vec![0; table.nodes.len()];
         }
-        let usable = |i: &usize| table.nodes[*i].host.is_some() && !exclude.contains(i);
-        let mut candidates: Vec<usize> = (0..table.nodes.len()).filter(|i| usable(i) && table.nodes[*i].ready).collect();
-        if candidates.is_empty() && fail_open {
-            candidates = (0..table.nodes.len()).filter(usable).collect();
-        }
+        let usable = |i: usize| table.nodes[i].host.is_some() && !exclude.contains(&i);
+        let any_ready = (0..table.nodes.len()).any(|i| usable(i) && table.nodes[i].ready);
+        let eligible = |i: &usize| usable(*i) && (table.nodes[*i].ready || (!any_ready && fail_open));
         let weight = |i: usize| table.nodes[i].limit.saturating_sub(table.nodes[i].monitor_count).max(1) as i64;
-        let total: i64 = candidates.iter().map(|&i| weight(i)).sum();
-        let mut best: Option<(usize, i64)> = None;
-        for &i in &candidates {
-            let current = self.current.entry(table.nodes[i].id.clone()).or_insert(0);
-            *current += weight(i);
-            if best.is_none_or(|(_, b)| *current > b) {
-                best = Some((i, *current));
+        let total: i64 = (0..table.nodes.len()).filter(eligible).map(weight).sum();
+        let mut best: Option<usize> = None;
+        for i in (0..table.nodes.len()).filter(eligible) {
+            self.current[i] += weight(i);
+            if best.is_none_or(|b| self.current[i] > self.current[b]) {
+                best = Some(i);
             }
         }
-        let (chosen, _) = best?;
-        if let Some(current) = self.current.get_mut(&table.nodes[chosen].id) {
-            *current -= total;
-        }
+        let chosen = best?;
+        self.current[chosen] -= total;
         Some(chosen)
     }
 }
