@@ -63,22 +63,30 @@ async fn upload(req: HttpRequest, mut payload: web::Payload, signals: web::Data<
     }))
 }
 
-async fn download(signals: web::Data<Arc<Signals>>) -> HttpResponse {
-    let signals = signals.get_ref().clone();
-    let chunks = futures_util::stream::unfold(0usize, move |sent| {
+/// 50 chunks of 1 MiB of `byte` that hold back after the second until `gate` is
+/// notified from the far side of the proxy: a proxy that buffered the whole body
+/// would wait forever.
+fn gated_50_mib(
+    byte: u8,
+    signals: Arc<Signals>,
+    gate: fn(&Signals) -> &Notify,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures_util::stream::unfold(0usize, move |sent| {
         let signals = signals.clone();
         async move {
             if sent == 50 {
                 return None;
             }
             if sent == 2 {
-                // hold the rest back until the client has the first MiB: a proxy
-                // that buffered the whole response would wait here forever
-                signals.download_started.notified().await;
+                gate(&signals).notified().await;
             }
-            Some((Ok::<_, std::io::Error>(Bytes::from(vec![b'd'; MIB])), sent + 1))
+            Some((Ok(Bytes::from(vec![byte; MIB])), sent + 1))
         }
-    });
+    })
+}
+
+async fn download(signals: web::Data<Arc<Signals>>) -> HttpResponse {
+    let chunks = gated_50_mib(b'd', signals.get_ref().clone(), |s| &s.download_started);
     HttpResponse::Ok().body(SizedStream::new((50 * MIB) as u64, chunks))
 }
 
@@ -438,21 +446,7 @@ fn a_50_mib_upload_is_streamed_to_the_node_with_its_length() {
     run(async {
         let a = Backend::start("node1");
         let proxy = Proxy::start(table(vec![node("node1", &a.host, true, 0)]), &[]);
-        let signals = a.signals.clone();
-        let chunks = futures_util::stream::unfold(0usize, move |sent| {
-            let signals = signals.clone();
-            async move {
-                if sent == 50 {
-                    return None;
-                }
-                if sent == 2 {
-                    // the node must already have the first MiB: a proxy that
-                    // buffered the whole body would never let this continue
-                    signals.upload_started.notified().await;
-                }
-                Some((Ok::<_, std::io::Error>(Bytes::from(vec![b'u'; MIB])), sent + 1))
-            }
-        });
+        let chunks = gated_50_mib(b'u', a.signals.clone(), |s| &s.upload_started);
         let request = proxy.client.post(proxy.url("/upload")).send_body(SizedStream::new((50 * MIB) as u64, chunks));
         let mut response = tokio::time::timeout(WAIT, request).await.expect("upload streamed").unwrap();
         let body: Value = response.json().await.unwrap();
