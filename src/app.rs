@@ -8,8 +8,10 @@ use crate::routing::RoutingPublisher;
 use crate::server;
 use crate::store::{self, StoreError};
 use actix::Actor;
+use crate::api::auth::Access;
+use crate::api::Ops;
 use crate::proxy::Front;
-use actix_web::{App, HttpServer};
+use actix_web::HttpServer;
 use tokio::sync::mpsc;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -45,8 +47,9 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let settings = Arc::new(settings);
     let publisher = RoutingPublisher::new();
     let (suspects_tx, suspects) = mpsc::channel(SUSPECT_QUEUE);
+    let routing = publisher.reader();
     let front = Front {
-        routing: publisher.reader(),
+        routing: routing.clone(),
         settings: Arc::new(settings.proxy.clone()),
         suspects: suspects_tx,
     };
@@ -54,8 +57,12 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
+    let access = Arc::new(Access::new(&settings.api));
+    if settings.api.tokens.is_empty() {
+        tracing::warn!("no api.tokens configured: the operations API refuses every request");
+    }
     let cluster = ClusterActor::new(ClusterDeps {
-        db,
+        db: db.clone(),
         probe: Rc::new(HttpProbe::new(settings.health.timeout)),
         settings,
         clock: Arc::new(SystemClock),
@@ -64,7 +71,8 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     })
     .start();
 
-    let server = HttpServer::new(move || App::new().configure(server::configure(front.clone())))
+    let ops = Ops { cluster: cluster.clone(), db, routing, access };
+    let server = HttpServer::new(move || server::app(front.clone(), ops.clone()))
         .workers(workers)
         .disable_signals()
         .bind(listen)

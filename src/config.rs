@@ -23,6 +23,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub server: ServerSettings,
     pub proxy: ProxySettings,
+    pub api: ApiSettings,
     pub health: HealthSettings,
     pub cluster: ClusterSettings,
     pub placement: PlacementSettings,
@@ -51,6 +52,58 @@ pub struct ProxySettings {
     pub trust_forwarded: bool,
     /// 0: one per CPU core.
     pub workers: usize,
+}
+
+/// Access to the operations API. Deliberately not `Debug`: it holds secrets.
+#[derive(Clone)]
+pub struct ApiSettings {
+    pub tokens: Vec<String>,
+    pub allow: Vec<Network>,
+}
+
+impl std::fmt::Debug for ApiSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSettings").field("tokens", &self.tokens.len()).field("allow", &self.allow).finish()
+    }
+}
+
+/// A client network, `address/prefix`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Network {
+    pub address: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl Network {
+    pub fn parse(text: &str) -> Option<Network> {
+        let (address, prefix) = match text.trim().split_once('/') {
+            Some((a, p)) => (a.parse().ok()?, p.parse().ok()?),
+            None => {
+                let address: std::net::IpAddr = text.trim().parse().ok()?;
+                (address, if address.is_ipv4() { 32 } else { 128 })
+            }
+        };
+        let max = if matches!(address, std::net::IpAddr::V4(_)) { 32 } else { 128 };
+        (prefix <= max).then_some(Network { address, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        let ip = match ip {
+            V6(v6) => v6.to_ipv4_mapped().map_or(V6(v6), V4),
+            v4 => v4,
+        };
+        match (self.address, ip) {
+            (V4(net), V4(ip)) => prefix_match(&net.octets(), &ip.octets(), self.prefix),
+            (V6(net), V6(ip)) => prefix_match(&net.octets(), &ip.octets(), self.prefix),
+            _ => false,
+        }
+    }
+}
+
+fn prefix_match(net: &[u8], ip: &[u8], prefix: u8) -> bool {
+    let (whole, rest) = ((prefix / 8) as usize, prefix % 8);
+    net[..whole] == ip[..whole] && (rest == 0 || (net[whole] ^ ip[whole]) >> (8 - rest) == 0)
 }
 
 #[derive(Clone, Debug)]
@@ -98,6 +151,7 @@ struct Raw {
     database: RawDatabase,
     server: RawServer,
     proxy: RawProxy,
+    api: RawApi,
     health: RawHealth,
     cluster: RawCluster,
     placement: RawPlacement,
@@ -128,6 +182,13 @@ struct RawProxy {
     fail_open: bool,
     trust_forwarded: bool,
     workers: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    tokens: Vec<String>,
+    allow: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -194,6 +255,9 @@ impl Settings {
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("api.tokens")
+                .with_list_parse_key("api.allow")
                 .source(Some(env)),
         );
         let raw: Raw = builder
@@ -227,6 +291,17 @@ impl Settings {
         if proxy.ws_max_frame < 1024 {
             return Err(invalid("proxy.ws_max_frame", "must be at least 1024 bytes"));
         }
+        let tokens: Vec<String> = raw.api.tokens.iter().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect();
+        if let Some(i) = tokens.iter().position(|t| t.len() < 16) {
+            return Err(invalid("api.tokens", format!("token {} is shorter than 16 characters", i + 1)));
+        }
+        let allow = raw
+            .api
+            .allow
+            .iter()
+            .filter(|n| !n.trim().is_empty())
+            .map(|n| Network::parse(n).ok_or_else(|| invalid("api.allow", format!("{n:?} is not an address or address/prefix"))))
+            .collect::<Result<Vec<_>, _>>()?;
         if !raw.health.path.starts_with('/') {
             return Err(invalid("health.path", "must start with /"));
         }
@@ -264,6 +339,7 @@ impl Settings {
             database: DatabaseSettings { url },
             server: ServerSettings { listen },
             proxy,
+            api: ApiSettings { tokens, allow },
             health,
             cluster,
             placement: PlacementSettings { limit_per_node: raw.placement.limit_per_node },
@@ -390,6 +466,39 @@ mod tests {
         assert!(err.to_string().starts_with("config: server.listen: "), "{err}");
         let err = Settings::load_with_env(None, env(&[("KUMA_CLUSTER__DATABASE__URL", "postgres://x")])).unwrap_err();
         assert!(err.to_string().starts_with("config: database.url: "), "{err}");
+    }
+
+    #[test]
+    fn api_tokens_and_networks_come_from_the_environment_as_lists() {
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                ("KUMA_CLUSTER__API__TOKENS", "first-token-0123456789,second-token-0123456789"),
+                ("KUMA_CLUSTER__API__ALLOW", "10.0.0.0/8,::1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.api.tokens, vec!["first-token-0123456789", "second-token-0123456789"]);
+        assert_eq!(s.api.allow.len(), 2);
+        assert!(!format!("{:?}", s.api).contains("first-token"), "tokens never reach debug output");
+        let err = Settings::load_with_env(None, env(&[("KUMA_CLUSTER__API__TOKENS", "short")])).unwrap_err();
+        assert_eq!(err.to_string(), "config: api.tokens: token 1 is shorter than 16 characters");
+        let err = Settings::load_with_env(None, env(&[("KUMA_CLUSTER__API__ALLOW", "10.0.0.0/33")])).unwrap_err();
+        assert!(err.to_string().starts_with("config: api.allow: "), "{err}");
+    }
+
+    #[test]
+    fn networks_match_addresses_by_prefix() {
+        let net = Network::parse("10.1.0.0/16").unwrap();
+        assert!(net.contains("10.1.255.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        assert!(net.contains("::ffff:10.1.0.9".parse().unwrap()), "IPv4-mapped addresses count as IPv4");
+        let odd = Network::parse("192.168.4.0/22").unwrap();
+        assert!(odd.contains("192.168.7.255".parse().unwrap()));
+        assert!(!odd.contains("192.168.8.0".parse().unwrap()));
+        assert!(Network::parse("::1").unwrap().contains("::1".parse().unwrap()));
+        assert_eq!(Network::parse("0.0.0.0/0").map(|n| n.contains("8.8.8.8".parse().unwrap())), Some(true));
+        assert_eq!(Network::parse("nonsense"), None);
     }
 
     #[test]

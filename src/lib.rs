@@ -14,10 +14,12 @@
 //! - [`clock`]: the time source decisions read, replaceable in tests.
 //! - [`actors`]: the NodeActor per node and the ClusterActor, the only writer.
 //! - [`proxy`]: the front door: node choice, HTTP forwarding and websocket bridging.
+//! - [`api`]: the operations API under `/lb/`, behind bearer tokens and a network allow-list.
 //! - [`server`]: the HTTP app: kuma-cluster's own `/lb/` endpoints, the rest to the proxy.
 //! - [`app`]: wiring for the `serve` and `migrate` commands.
 
 pub mod actors;
+pub mod api;
 pub mod app;
 pub mod clock;
 pub mod config;

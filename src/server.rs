@@ -1,7 +1,12 @@
 //! The HTTP app: kuma-cluster's own endpoints under `/lb/` and `/health`;
 //! everything else goes to the proxy. Handlers read only the routing snapshot.
 
+use crate::api::{self, auth, Ops};
 use crate::proxy::route::FIXED_COOKIE;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::middleware::from_fn;
+use actix_web::App;
 use crate::proxy::{self, error, Front, Worker};
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use actix_web::http::StatusCode;
@@ -13,7 +18,25 @@ use serde_json::json;
 const FIXED_DEFAULT_SECONDS: u64 = 7 * 24 * 3600;
 const FIXED_MAX_SECONDS: u64 = 365 * 24 * 3600;
 
-/// Registers every route; call once per worker, since it builds that worker's state.
+/// The whole HTTP app for one worker: the network allow-list first, then the
+/// operations API, then kuma-cluster's open endpoints and the proxy.
+pub fn app(
+    front: Front,
+    ops: Ops,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new().wrap(from_fn(auth::allow_list)).configure(api::configure(ops)).configure(configure(front))
+}
+
+/// Registers the open endpoints and the proxy; call once per worker, since it
+/// builds that worker's state.
 pub fn configure(front: Front) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::new(Worker::new(front)))

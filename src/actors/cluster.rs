@@ -4,7 +4,7 @@
 //! then publish the routing snapshot and ask the affected nodes to reconcile.
 //! Decisions never overlap: a trigger during one makes exactly one more follow it.
 
-use crate::actors::node::{NodeActor, NodeTransition, ProbeNow, Retire, SetHost};
+use crate::actors::node::{GetNodeState, NodeActor, NodeState, NodeTransition, ProbeNow, Retire, SetHost};
 use crate::clock::Clock;
 use crate::config::{HealthSettings, Settings};
 use crate::health::{FlapDamper, Health};
@@ -32,6 +32,19 @@ pub struct Reconcile;
 #[derive(Message)]
 #[rtype(result = "ClusterState")]
 pub struct GetClusterState;
+
+/// Every member with its NodeActor's probe state, for the status API.
+#[derive(Message)]
+#[rtype(result = "Vec<NodeDetail>")]
+pub struct GetNodeDetails;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeDetail {
+    #[serde(flatten)]
+    pub member: MemberState,
+    /// `None` if the NodeActor did not answer (it is being replaced).
+    pub probe: Option<NodeState>,
+}
 
 /// Finish the decision in flight, start no other, stop the NodeActors.
 #[derive(Message)]
@@ -518,6 +531,29 @@ impl Handler<GetClusterState> for ClusterActor {
             last_error: self.last_error.clone(),
             retry_in_ms: self.retry_at.map(|at| at.saturating_duration_since(now).as_millis() as u64),
         })
+    }
+}
+
+impl Handler<GetNodeDetails> for ClusterActor {
+    type Result = ResponseFuture<Vec<NodeDetail>>;
+
+    fn handle(&mut self, _: GetNodeDetails, ctx: &mut Self::Context) -> Self::Result {
+        let MessageResult(state) = <Self as Handler<GetClusterState>>::handle(self, GetClusterState, ctx);
+        let asks: Vec<_> = state
+            .nodes
+            .into_iter()
+            .map(|member| {
+                let ask = self.members.get(&member.node_id).map(|m| m.actor.send(GetNodeState));
+                async move {
+                    let probe = match ask {
+                        Some(ask) => ask.await.ok(),
+                        None => None,
+                    };
+                    NodeDetail { member, probe }
+                }
+            })
+            .collect();
+        Box::pin(futures_util::future::join_all(asks))
     }
 }
 

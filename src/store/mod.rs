@@ -9,8 +9,8 @@ use migration::{Migrator, MigratorTrait};
 use sea_orm::sea_query::{Alias, Expr, Query};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 use std::collections::BTreeMap;
 
@@ -294,6 +294,115 @@ pub async fn setup_complete(db: &DatabaseConnection) -> Result<bool, StoreError>
     }
     let query = Query::select().expr(Expr::val(1)).from(Alias::new("user")).limit(1).to_owned();
     Ok(db.query_one(&query).await?.is_some())
+}
+
+/// One event log row, as the API shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EventRow {
+    pub id: i64,
+    pub created_at: DateTime<Utc>,
+    pub kind: String,
+    pub node_id: Option<String>,
+    pub outcome: String,
+    pub detail: serde_json::Value,
+}
+
+/// One move ledger row, as the API shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MoveRow {
+    pub id: i64,
+    pub monitor_id: u32,
+    pub from_node: Option<String>,
+    pub to_node: String,
+    pub reason: String,
+    pub created_at: DateTime<Utc>,
+    pub undone_at: Option<DateTime<Utc>>,
+}
+
+/// A page of rows and the number of rows on all pages.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub page: u64,
+    pub per_page: u64,
+    pub total: u64,
+}
+
+/// The event log, newest first; `page` counts from 1.
+pub async fn events(c: &impl ConnectionTrait, page: u64, per_page: u64) -> Result<Page<EventRow>, StoreError> {
+    let pages = event_log::Entity::find().order_by_desc(event_log::Column::Id).paginate(c, per_page);
+    let total = pages.num_items().await?;
+    let items = pages
+        .fetch_page(page.saturating_sub(1))
+        .await?
+        .into_iter()
+        .map(|e| EventRow {
+            id: e.id,
+            created_at: e.created_at,
+            kind: e.kind,
+            node_id: e.node_id,
+            outcome: e.outcome,
+            detail: serde_json::from_str(&e.detail).unwrap_or(serde_json::Value::String(e.detail)),
+        })
+        .collect();
+    Ok(Page { items, page, per_page, total })
+}
+
+/// The move ledger, newest first, optionally only moves from or to `node` and
+/// only those with `reason`.
+pub async fn moves(
+    c: &impl ConnectionTrait,
+    page: u64,
+    per_page: u64,
+    node: Option<&str>,
+    reason: Option<Reason>,
+) -> Result<Page<MoveRow>, StoreError> {
+    let mut query = move_ledger::Entity::find().order_by_desc(move_ledger::Column::Id);
+    if let Some(node) = node {
+        query = query.filter(
+            sea_orm::Condition::any()
+                .add(move_ledger::Column::FromNode.eq(node))
+                .add(move_ledger::Column::ToNode.eq(node)),
+        );
+    }
+    if let Some(reason) = reason {
+        query = query.filter(move_ledger::Column::Reason.eq(reason.as_str()));
+    }
+    let pages = query.paginate(c, per_page);
+    let total = pages.num_items().await?;
+    let items = pages
+        .fetch_page(page.saturating_sub(1))
+        .await?
+        .into_iter()
+        .map(|m| MoveRow {
+            id: m.id,
+            monitor_id: m.monitor_id,
+            from_node: m.from_node,
+            to_node: m.to_node,
+            reason: m.reason,
+            created_at: m.created_at,
+            undone_at: m.undone_at,
+        })
+        .collect();
+    Ok(Page { items, page, per_page, total })
+}
+
+/// Each node's `last_seen` as the database renders it (Kuma stores it as text on
+/// SQLite and as a timestamp on MariaDB).
+pub async fn last_seen(c: &impl ConnectionTrait) -> Result<Vec<(String, Option<String>)>, StoreError> {
+    Ok(node::Entity::find()
+        .select_only()
+        .column(node::Column::NodeId)
+        .column_as(Expr::cust("CAST(last_seen AS CHAR)"), "last_seen")
+        .order_by_asc(node::Column::NodeId)
+        .into_tuple()
+        .all(c)
+        .await?)
+}
+
+/// A round trip to the database.
+pub async fn ping(db: &DatabaseConnection) -> Result<(), StoreError> {
+    Ok(db.ping().await?)
 }
 
 #[cfg(test)]

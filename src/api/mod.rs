@@ -1,0 +1,329 @@
+//! The operations API under `/lb/`: status reads for operators and automation.
+//! Everything that reveals more than liveness takes [`auth::Authorized`]. Reads
+//! come from the routing snapshot, the ClusterActor's observable state, and the
+//! store (events, moves); nothing here writes.
+
+pub mod auth;
+
+use crate::actors::cluster::{ClusterActor, GetClusterState, GetNodeDetails};
+use crate::health::Health;
+use crate::placement::Reason;
+use crate::proxy::error;
+use crate::routing::{RouteNode, RoutingReader, RoutingTable};
+use crate::store::{self, StoreError};
+use actix::Addr;
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use auth::{Access, Authorized};
+use sea_orm::DatabaseConnection;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What the operations API reads from.
+#[derive(Clone)]
+pub struct Ops {
+    pub cluster: Addr<ClusterActor>,
+    pub db: DatabaseConnection,
+    pub routing: RoutingReader,
+    pub access: Arc<Access>,
+}
+
+/// Why a read failed, in words that leak no internals.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the database did not answer")]
+    Database(#[from] StoreError),
+    #[error("the supervisor is not running")]
+    Supervisor,
+    #[error("{0}")]
+    BadQuery(String),
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Database(_) | ApiError::Supervisor => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Database(e) = self {
+            tracing::warn!(error = %e, "status read failed");
+        }
+        let code = match self {
+            ApiError::Database(_) => "database_unavailable",
+            ApiError::Supervisor => "supervisor_unavailable",
+            ApiError::BadQuery(_) => "invalid_query",
+        };
+        error(self.status_code(), code, self.to_string())
+    }
+}
+
+/// The old layer's status names, answered at `/lb/<name>` and redirected from `/api/<name>`.
+const STATUS_NAMES: [&str; 7] =
+    ["health", "capacity", "node-status", "health-status", "load-balancer-status", "setup-status", "system-status"];
+
+pub fn configure(ops: Ops) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::from(ops.access.clone()))
+            .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                let detail = e.to_string();
+                actix_web::error::InternalError::from_response(e, error(StatusCode::BAD_REQUEST, "invalid_query", detail))
+                    .into()
+            }))
+            .app_data(web::Data::new(ops));
+        let get = |path: &str, handler| web::resource(path).route(handler).default_service(web::to(method_not_allowed));
+        cfg.service(get("/lb/ready", web::get().to(ready)))
+            .service(get("/lb/health", web::get().to(health)))
+            .service(get("/lb/capacity", web::get().to(capacity)))
+            .service(get("/lb/node-status", web::get().to(node_status)))
+            .service(get("/lb/health-status", web::get().to(health_status)))
+            .service(get("/lb/load-balancer-status", web::get().to(load_balancer_status)))
+            .service(get("/lb/setup-status", web::get().to(setup_status)))
+            .service(get("/lb/system-status", web::get().to(system_status)))
+            .service(get("/lb/events", web::get().to(events)))
+            .service(get("/lb/moves", web::get().to(moves)));
+        for name in STATUS_NAMES {
+            cfg.route(&format!("/api/{name}"), web::get().to(move || redirect(name)));
+        }
+    }
+}
+
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let mut response =
+        error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{} is not allowed here", req.method()));
+    response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("GET"));
+    response
+}
+
+async fn redirect(name: &'static str) -> HttpResponse {
+    HttpResponse::MovedPermanently().insert_header((header::LOCATION, format!("/lb/{name}"))).finish()
+}
+
+fn node_status_word(n: &RouteNode) -> &'static str {
+    match (n.health, n.enabled) {
+        (Health::Up, true) => "online",
+        (Health::Up, false) => "disabled",
+        (Health::Down, _) => "offline",
+        (Health::Unknown, _) => "unknown",
+    }
+}
+
+fn usage_percent(count: usize, limit: usize) -> f64 {
+    if limit == 0 {
+        return 0.0;
+    }
+    (count as f64 * 1000.0 / limit as f64).round() / 10.0
+}
+
+fn capacity_of(table: &RoutingTable) -> Value {
+    let nodes: Vec<Value> = table
+        .nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "node_id": n.id,
+                "ready": n.ready,
+                "current_count": n.monitor_count,
+                "limit_per_node": n.limit,
+                "usage_percent": usage_percent(n.monitor_count, n.limit),
+            })
+        })
+        .collect();
+    let monitors: usize = table.nodes.iter().map(|n| n.monitor_count).sum();
+    let ready_limit: usize = table.nodes.iter().filter(|n| n.ready).map(|n| n.limit).sum();
+    json!({
+        "nodes": nodes,
+        "total_monitors": monitors,
+        "ready_capacity": ready_limit,
+        "usage_percent": usage_percent(monitors, ready_limit),
+    })
+}
+
+/// Readiness, open like liveness: the database answers and a node is ready.
+async fn ready(ops: web::Data<Ops>) -> HttpResponse {
+    let database = store::ping(&ops.db).await.is_ok();
+    let ready_nodes = ops.routing.load().nodes.iter().filter(|n| n.ready).count();
+    let body = json!({ "ready": database && ready_nodes > 0, "database": database, "node_ready": ready_nodes > 0 });
+    if database && ready_nodes > 0 {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+async fn health(_: Authorized, ops: web::Data<Ops>) -> Result<HttpResponse, ApiError> {
+    let table = ops.routing.load();
+    let seen: HashMap<String, Option<String>> = store::last_seen(&ops.db).await?.into_iter().collect();
+    let nodes: Vec<Value> = table
+        .nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "node_id": n.id,
+                "status": node_status_word(n),
+                "ready": n.ready,
+                "last_seen": seen.get(&n.id).cloned().flatten(),
+                "monitor_count": n.monitor_count,
+            })
+        })
+        .collect();
+    let ready = table.nodes.iter().filter(|n| n.ready).count();
+    let status = match ready {
+        0 => "down",
+        r if r == table.nodes.len() => "healthy",
+        _ => "degraded",
+    };
+    Ok(HttpResponse::Ok().json(json!({
+        "status": status,
+        "ready_nodes": ready,
+        "total_nodes": table.nodes.len(),
+        "nodes": nodes,
+        "timestamp": chrono::Utc::now(),
+    })))
+}
+
+async fn capacity(_: Authorized, ops: web::Data<Ops>) -> HttpResponse {
+    HttpResponse::Ok().json(capacity_of(&ops.routing.load()))
+}
+
+async fn node_details(ops: &Ops) -> Result<Vec<Value>, ApiError> {
+    let details = ops.cluster.send(GetNodeDetails).await.map_err(|_| ApiError::Supervisor)?;
+    let table = ops.routing.load();
+    Ok(details
+        .into_iter()
+        .map(|d| {
+            let route = table.node(&d.member.node_id);
+            let probe = d.probe.as_ref();
+            json!({
+                "node_id": d.member.node_id,
+                "host": d.member.host,
+                "state": d.member.health,
+                "ready": route.is_some_and(|r| r.ready),
+                "enabled": route.is_none_or(|r| r.enabled),
+                "settled": d.member.settled,
+                "damped": d.member.damped,
+                "flap_count": d.member.flap_count,
+                "consecutive_failures": probe.map(|p| p.consecutive_failures),
+                "consecutive_successes": probe.map(|p| p.consecutive_successes),
+                "last_probe_at": probe.and_then(|p| p.last_probe_at),
+                "last_latency_ms": probe.and_then(|p| p.last_latency_ms),
+                "last_error": probe.and_then(|p| p.last_error.clone()),
+                "monitor_count": route.map_or(0, |r| r.monitor_count),
+                "limit": route.map(|r| r.limit),
+            })
+        })
+        .collect())
+}
+
+async fn node_status(_: Authorized, ops: web::Data<Ops>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(json!({ "nodes": node_details(&ops).await? })))
+}
+
+async fn health_status(_: Authorized, ops: web::Data<Ops>) -> Result<HttpResponse, ApiError> {
+    let details = ops.cluster.send(GetNodeDetails).await.map_err(|_| ApiError::Supervisor)?;
+    let (mut probes, mut failed) = (0u64, 0u64);
+    let nodes: Vec<Value> = details
+        .iter()
+        .map(|d| {
+            let p = d.probe.as_ref();
+            probes += p.map_or(0, |p| p.probes);
+            failed += p.map_or(0, |p| p.failed_probes);
+            json!({
+                "node_id": d.member.node_id,
+                "state": d.member.health,
+                "probes": p.map(|p| p.probes),
+                "failed_probes": p.map(|p| p.failed_probes),
+                "consecutive_failures": p.map(|p| p.consecutive_failures),
+                "consecutive_successes": p.map(|p| p.consecutive_successes),
+                "last_latency_ms": p.and_then(|p| p.last_latency_ms),
+                "last_error": p.and_then(|p| p.last_error.clone()),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "probes": probes, "failed_probes": failed, "nodes": nodes })))
+}
+
+fn routing_summary(table: &RoutingTable) -> Value {
+    json!({
+        "generation": table.generation,
+        "ready_nodes": table.nodes.iter().filter(|n| n.ready).count(),
+        "total_nodes": table.nodes.len(),
+        "routed_monitors": table.monitors.len(),
+        "setup_complete": table.setup_complete,
+        "primary": table.primary,
+        "nodes": table.nodes.iter().map(|n| json!({
+            "node_id": n.id, "ready": n.ready, "enabled": n.enabled, "monitor_count": n.monitor_count,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+async fn load_balancer_status(_: Authorized, ops: web::Data<Ops>) -> HttpResponse {
+    HttpResponse::Ok().json(routing_summary(&ops.routing.load()))
+}
+
+async fn setup_status(_: Authorized, ops: web::Data<Ops>) -> HttpResponse {
+    let table = ops.routing.load();
+    let primary_ready = table.primary.as_deref().and_then(|p| table.node(p)).is_some_and(|n| n.ready);
+    HttpResponse::Ok().json(json!({
+        "setup_complete": table.setup_complete,
+        "primary": table.primary,
+        "primary_ready": primary_ready,
+    }))
+}
+
+async fn system_status(_: Authorized, ops: web::Data<Ops>) -> Result<HttpResponse, ApiError> {
+    let cluster = ops.cluster.send(GetClusterState).await.map_err(|_| ApiError::Supervisor)?;
+    let table = ops.routing.load();
+    Ok(HttpResponse::Ok().json(json!({
+        "supervisor": cluster,
+        "nodes": node_details(&ops).await?,
+        "capacity": capacity_of(&table),
+        "routing": routing_summary(&table),
+        "database": store::ping(&ops.db).await.is_ok(),
+    })))
+}
+
+const MAX_PER_PAGE: u64 = 500;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Paging {
+    page: Option<u64>,
+    per_page: Option<u64>,
+    node: Option<String>,
+    reason: Option<String>,
+}
+
+impl Paging {
+    fn bounds(&self) -> Result<(u64, u64), ApiError> {
+        let page = self.page.unwrap_or(1);
+        let per_page = self.per_page.unwrap_or(50);
+        if page == 0 || per_page == 0 || per_page > MAX_PER_PAGE {
+            return Err(ApiError::BadQuery(format!("page starts at 1 and per_page is 1 to {MAX_PER_PAGE}")));
+        }
+        Ok((page, per_page))
+    }
+}
+
+async fn events(_: Authorized, ops: web::Data<Ops>, query: web::Query<Paging>) -> Result<HttpResponse, ApiError> {
+    if query.node.is_some() || query.reason.is_some() {
+        return Err(ApiError::BadQuery("events are filtered by page and per_page only".into()));
+    }
+    let (page, per_page) = query.bounds()?;
+    Ok(HttpResponse::Ok().json(store::events(&ops.db, page, per_page).await?))
+}
+
+async fn moves(_: Authorized, ops: web::Data<Ops>, query: web::Query<Paging>) -> Result<HttpResponse, ApiError> {
+    let (page, per_page) = query.bounds()?;
+    let reason = match query.reason.as_deref() {
+        None => None,
+        Some(r) => Some(Reason::parse(r).ok_or_else(|| {
+            ApiError::BadQuery(format!("reason must be failover, drain, manual or rebalance, not {r:?}"))
+        })?),
+    };
+    Ok(HttpResponse::Ok().json(store::moves(&ops.db, page, per_page, query.node.as_deref(), reason).await?))
+}

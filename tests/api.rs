@@ -1,0 +1,251 @@
+//! The operations API through real HTTP over a supervised cluster: auth on every
+//! protected endpoint, the status reads, paging and filters, redirects, refusals
+//! and the network allow-list.
+
+mod common;
+
+use actix_web::http::StatusCode;
+use actix_web::HttpServer;
+use common::{SilentProbe, Supervisor, TestDb};
+use kuma_cluster::api::auth::Access;
+use kuma_cluster::api::Ops;
+use kuma_cluster::health::Health::{Down, Unknown, Up};
+use kuma_cluster::proxy::Front;
+use serde_json::Value;
+use std::rc::Rc;
+use std::sync::Arc;
+
+const TOKEN: &str = "first-token-0123456789";
+const SECOND: &str = "second-token-0123456789";
+
+const PROTECTED: [&str; 9] = [
+    "/lb/health",
+    "/lb/capacity",
+    "/lb/node-status",
+    "/lb/health-status",
+    "/lb/load-balancer-status",
+    "/lb/setup-status",
+    "/lb/system-status",
+    "/lb/events",
+    "/lb/moves",
+];
+
+struct Stack {
+    t: TestDb,
+    sup: Supervisor,
+    base: String,
+    client: awc::Client,
+}
+
+/// Three settled nodes with 10 monitors each, behind the whole HTTP app.
+async fn stack(t: TestDb, api: &[(&str, &str)]) -> Stack {
+    t.migrate().await;
+    for i in 1..=3 {
+        t.add_node(&format!("node{i}"), "127.0.0.1:9").await;
+        t.add_monitors(&format!("node{i}"), 10).await;
+    }
+    let sup = Supervisor::start(&t, Rc::new(SilentProbe), &[]);
+    sup.reconcile().await;
+    for i in 1..=3 {
+        sup.transition(&format!("node{i}"), Unknown, Up).await;
+    }
+    sup.reconcile().await;
+    let tokens = format!("{TOKEN},{SECOND}");
+    let mut overrides = vec![
+        ("KUMA_CLUSTER__API__TOKENS", tokens.as_str()),
+        ("KUMA_CLUSTER__NODES__AUTH_HEADER", "Bearer node-secret-value"),
+    ];
+    overrides.extend_from_slice(api);
+    let settings = common::settings(&overrides);
+    let ops = Ops {
+        cluster: sup.addr.clone(),
+        db: t.db.clone(),
+        routing: sup.routing.clone(),
+        access: Arc::new(Access::new(&settings.api)),
+    };
+    let front = Front { routing: sup.routing.clone(), settings: Arc::new(settings.proxy), suspects: sup.suspects.clone() };
+    let server = HttpServer::new(move || kuma_cluster::server::app(front.clone(), ops.clone()))
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let base = format!("http://127.0.0.1:{}", server.addrs()[0].port());
+    actix_rt::spawn(server.run());
+    Stack { t, sup, base, client: awc::Client::builder().disable_redirects().finish() }
+}
+
+impl Stack {
+    async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let mut request = self.client.get(format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.insert_header(("authorization", format!("Bearer {token}")));
+        }
+        let mut response = request.send().await.unwrap();
+        let body = response.body().limit(1 << 22).await.unwrap();
+        (response.status(), serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+}
+
+async fn every_protected_endpoint_refuses_a_missing_or_wrong_token_with_401(t: TestDb) {
+    let s = stack(t, &[]).await;
+    for path in PROTECTED {
+        for token in [None, Some("wrong-token-0123456789"), Some("first-token-012345678")] {
+            let (status, body) = s.get(path, token).await;
+            assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")), "{path}");
+        }
+        for token in [TOKEN, SECOND] {
+            let (status, _) = s.get(path, Some(token)).await;
+            assert_eq!(status, StatusCode::OK, "{path} with a valid token");
+        }
+    }
+    s.t.drop_db().await;
+}
+
+async fn events_and_moves_are_paged_newest_first_and_filtered(t: TestDb) {
+    let s = stack(t, &[]).await;
+    s.sup.transition("node1", Up, Down).await;
+    s.sup.reconcile().await;
+    let (_, events) = s.get("/lb/events?per_page=1", Some(TOKEN)).await;
+    assert_eq!((events["total"].as_u64(), events["per_page"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(events["items"][0]["kind"], "failover", "newest first");
+    assert_eq!(events["items"][0]["detail"]["moved"], 10);
+    let (_, older) = s.get("/lb/events?per_page=1&page=2", Some(TOKEN)).await;
+    assert_eq!(older["items"][0]["kind"], "node_down");
+
+    let (_, moves) = s.get("/lb/moves?node=node1&reason=failover&per_page=5", Some(TOKEN)).await;
+    assert_eq!((moves["total"].as_u64(), moves["items"].as_array().unwrap().len()), (Some(10), 5));
+    assert_eq!(moves["items"][0]["from_node"], "node1");
+    assert_eq!(moves["items"][0]["undone_at"], Value::Null);
+    let (_, to_node2) = s.get("/lb/moves?node=node2", Some(TOKEN)).await;
+    assert_eq!(to_node2["total"].as_u64(), Some(5), "moves to a node count for it");
+    let (_, manual) = s.get("/lb/moves?reason=manual", Some(TOKEN)).await;
+    assert_eq!(manual["total"].as_u64(), Some(0));
+    for bad in ["/lb/moves?reason=teleport", "/lb/moves?per_page=0", "/lb/moves?per_page=501", "/lb/moves?page=0", "/lb/events?color=red", "/lb/events?node=node1", "/lb/moves?page=abc"] {
+        let (status, body) = s.get(bad, Some(TOKEN)).await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_query")), "{bad}");
+        assert!(body["detail"].is_string());
+    }
+    s.t.drop_db().await;
+}
+
+on_both_backends!(
+    every_protected_endpoint_refuses_a_missing_or_wrong_token_with_401,
+    events_and_moves_are_paged_newest_first_and_filtered,
+);
+
+#[test]
+fn status_endpoints_describe_the_cluster() {
+    common::run(async {
+        let s = stack(TestDb::sqlite().await, &[]).await;
+        s.sup.transition("node1", Up, Down).await;
+        s.sup.reconcile().await;
+
+        let (_, health) = s.get("/lb/health", Some(TOKEN)).await;
+        assert_eq!((health["status"].as_str(), health["ready_nodes"].as_u64()), (Some("degraded"), Some(2)));
+        let node1 = &health["nodes"][0];
+        assert_eq!((node1["node_id"].as_str(), node1["status"].as_str()), (Some("node1"), Some("offline")));
+        assert_eq!(node1["monitor_count"], 0);
+        assert!(node1["last_seen"].is_string(), "{node1}");
+
+        let (_, capacity) = s.get("/lb/capacity", Some(TOKEN)).await;
+        assert_eq!(capacity["total_monitors"], 30);
+        assert_eq!(capacity["ready_capacity"], 2000);
+        assert_eq!(capacity["usage_percent"], 1.5);
+        assert_eq!(capacity["nodes"][1]["current_count"], 15);
+        assert_eq!(capacity["nodes"][1]["usage_percent"], 1.5);
+        assert_eq!(capacity["nodes"][1]["limit_per_node"], 1000);
+
+        let (_, status) = s.get("/lb/node-status", Some(TOKEN)).await;
+        let n1 = &status["nodes"][0];
+        assert_eq!((n1["state"].as_str(), n1["ready"].as_bool(), n1["enabled"].as_bool()), (Some("down"), Some(false), Some(true)));
+        assert_eq!((n1["flap_count"].as_u64(), n1["limit"].as_u64()), (Some(1), Some(1000)));
+        for field in ["consecutive_failures", "consecutive_successes", "last_probe_at", "last_latency_ms", "last_error", "monitor_count", "damped", "settled"] {
+            assert!(n1.get(field).is_some(), "node-status lacks {field}");
+        }
+        assert_eq!(n1["consecutive_failures"], 0, "the silent probe has answered nothing yet");
+
+        let (_, probes) = s.get("/lb/health-status", Some(TOKEN)).await;
+        assert_eq!((probes["probes"].as_u64(), probes["nodes"].as_array().unwrap().len()), (Some(0), 3));
+
+        let (_, lb) = s.get("/lb/load-balancer-status", Some(TOKEN)).await;
+        assert_eq!((lb["ready_nodes"].as_u64(), lb["routed_monitors"].as_u64()), (Some(2), Some(30)));
+        assert_eq!(lb["generation"], s.sup.routing.load().generation);
+
+        let (_, setup) = s.get("/lb/setup-status", Some(TOKEN)).await;
+        assert_eq!(setup, serde_json::json!({ "setup_complete": true, "primary": "node1", "primary_ready": false }));
+
+        let (_, system) = s.get("/lb/system-status", Some(TOKEN)).await;
+        assert_eq!(system["supervisor"]["moves"], 10);
+        assert_eq!(system["database"], true);
+        assert_eq!(system["capacity"]["total_monitors"], 30);
+        assert_eq!(system["nodes"].as_array().unwrap().len(), 3);
+        let text = system.to_string();
+        assert!(!text.contains(TOKEN) && !text.contains("node-secret-value"), "a secret leaked: {text}");
+    });
+}
+
+#[test]
+fn open_endpoints_answer_without_a_token_and_readiness_follows_the_nodes() {
+    common::run(async {
+        let s = stack(TestDb::sqlite().await, &[]).await;
+        for path in ["/health", "/lb/ping", "/lb/available-nodes", "/lb/fixed-node-status"] {
+            assert_eq!(s.get(path, None).await.0, StatusCode::OK, "{path}");
+        }
+        let (status, ready) = s.get("/lb/ready", None).await;
+        assert_eq!((status, ready["ready"].as_bool()), (StatusCode::OK, Some(true)));
+        for i in 1..=3 {
+            s.sup.transition(&format!("node{i}"), Up, Down).await;
+        }
+        s.sup.reconcile().await;
+        let (status, ready) = s.get("/lb/ready", None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ready, serde_json::json!({ "ready": false, "database": true, "node_ready": false }));
+    });
+}
+
+#[test]
+fn old_status_paths_redirect_and_wrong_methods_get_405() {
+    common::run(async {
+        let s = stack(TestDb::sqlite().await, &[]).await;
+        for name in ["health", "capacity", "node-status", "system-status"] {
+            let response = s.client.get(format!("{}/api/{name}", s.base)).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::MOVED_PERMANENTLY);
+            assert_eq!(response.headers().get("location").unwrap(), &format!("/lb/{name}"));
+        }
+        let mut response = s
+            .client
+            .post(format!("{}/lb/health", s.base))
+            .insert_header(("authorization", format!("Bearer {TOKEN}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers().get("allow").unwrap(), "GET");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "method_not_allowed");
+    });
+}
+
+#[test]
+fn clients_outside_the_allow_list_get_403_on_lb_paths_only() {
+    common::run(async {
+        let s = stack(TestDb::sqlite().await, &[("KUMA_CLUSTER__API__ALLOW", "10.0.0.0/8")]).await;
+        for path in ["/lb/ping", "/lb/health", "/lb/available-nodes"] {
+            let (status, body) = s.get(path, Some(TOKEN)).await;
+            assert_eq!((status, body["error"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")), "{path}");
+        }
+        assert_eq!(s.get("/health", None).await.0, StatusCode::OK, "/health is not under /lb/");
+        let allowed = stack(TestDb::sqlite().await, &[("KUMA_CLUSTER__API__ALLOW", "10.0.0.0/8,127.0.0.0/8")]).await;
+        assert_eq!(allowed.get("/lb/health", Some(TOKEN)).await.0, StatusCode::OK);
+    });
+}
+
+#[test]
+fn without_configured_tokens_protected_endpoints_say_so() {
+    common::run(async {
+        let s = stack(TestDb::sqlite().await, &[("KUMA_CLUSTER__API__TOKENS", "")]).await;
+        let (status, body) = s.get("/lb/health", Some(TOKEN)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["detail"], "no api.tokens are configured");
+    });
+}
