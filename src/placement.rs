@@ -105,6 +105,9 @@ pub enum MoveKind {
     Displace(Reason),
     /// Returns to its origin; closes the origin's ledger rows.
     Revert { closes: Vec<i64> },
+    /// An operator's choice; opens a `manual` ledger row, which recovery never
+    /// reverts. A pinned one is also left alone by rebalancing.
+    Manual { pinned: bool },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -278,7 +281,7 @@ impl ClusterView {
             let m = &mut self.monitors[i];
             m.assigned = mv.assigned.clone();
             match &mv.kind {
-                MoveKind::Revert { .. } => m.origin = None,
+                MoveKind::Revert { .. } | MoveKind::Manual { .. } => m.origin = None,
                 MoveKind::Displace(_) => {
                     if m.origin.is_none() {
                         m.origin = mv.from.clone().map(|node| Origin { node, rows: Vec::new() });
@@ -601,6 +604,7 @@ mod tests {
                 let current_ready = health_of(&view, m.effective()).is_some_and(NodeView::ready);
                 match &mv.kind {
                     MoveKind::Displace(_) => prop_assert!(!current_ready && m.active),
+                    MoveKind::Manual { .. } => prop_assert!(false, "planning never makes manual moves"),
                     MoveKind::Revert { .. } => {
                         let origin = m.origin.as_ref().unwrap();
                         prop_assert_eq!(&mv.to, &origin.node);

@@ -7,6 +7,7 @@ use crate::health::Health;
 use crate::placement::{self, ClusterView, MonitorId, MonitorView, Move, MoveKind, NodeView};
 use crate::routing::{RouteNode, RoutingTable};
 use crate::store::{Changes, ClusterRows, NewEvent, NodeStatus};
+use serde::Serialize;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 
@@ -24,6 +25,53 @@ impl NodeInput {
     pub const UNKNOWN: NodeInput = NodeInput { health: Health::Unknown, stable: false, settled: false };
 }
 
+/// An operator's reason for taking a node out of service. Either way its
+/// monitors leave, new sessions avoid it, and nothing returns to it until the
+/// state is cleared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminState {
+    Drain,
+    Maintenance,
+}
+
+impl AdminState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Drain => "drain",
+            AdminState::Maintenance => "maintenance",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<AdminState> {
+        [AdminState::Drain, AdminState::Maintenance].into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// An operator's request, decided and written in one transaction with
+/// everything it causes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Take a node out of service (`Some`) or return it (`None`).
+    SetAdmin { node: String, state: Option<AdminState> },
+    /// Move monitors to a ready node as a manual override.
+    Move { monitors: Vec<MonitorId>, to: String, pin: bool },
+}
+
+/// Why a command was refused; a refused command writes nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no node {0:?} in the cluster")]
+    UnknownNode(String),
+    #[error("no monitors with ids {0:?}")]
+    UnknownMonitors(Vec<MonitorId>),
+    #[error("node {0:?} is not ready")]
+    NodeNotReady(String),
+    #[error("node {0:?} is in service already")]
+    InService(String),
+    #[error("the supervisor is waiting for every node's first health verdict")]
+    NotStarted,
+}
 pub struct Inputs<'a> {
     pub nodes: &'a HashMap<String, NodeInput>,
     pub static_nodes: &'a [StaticNode],
@@ -32,6 +80,7 @@ pub struct Inputs<'a> {
     /// nothing is written.
     pub started: bool,
     pub setup_complete: bool,
+    pub command: Option<&'a Command>,
 }
 
 #[derive(Clone, Debug)]
@@ -46,6 +95,7 @@ pub struct Decision {
     pub table: RoutingTable,
 }
 
+/// What [`decide`] needs of a node, from its row or from configuration.
 struct NodeFacts<'a> {
     id: &'a str,
     host: Option<&'a str>,
@@ -54,7 +104,7 @@ struct NodeFacts<'a> {
     is_primary: bool,
 }
 
-pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Decision {
+pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> {
     let register: Vec<StaticNode> = inputs
         .static_nodes
         .iter()
@@ -81,6 +131,21 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Decision {
         .collect();
     let input = |id: &str| inputs.nodes.get(id).copied().unwrap_or(NodeInput::UNKNOWN);
     let started = inputs.started || facts.iter().all(|n| input(n.id).health != Health::Unknown);
+    let mut admin: HashMap<&str, AdminState> = rows.admin.iter().map(|(id, s)| (id.as_str(), *s)).collect();
+    let mut admin_change = None;
+    if let Some(Command::SetAdmin { node, state }) = inputs.command {
+        if !facts.iter().any(|n| n.id == node) {
+            return Err(Refusal::UnknownNode(node.clone()));
+        }
+        let previous = match state {
+            Some(state) => admin.insert(node, *state),
+            None => Some(admin.remove(node.as_str()).ok_or_else(|| Refusal::InService(node.clone()))?),
+        };
+        // asking again for the state a node is already in writes nothing
+        if previous != *state {
+            admin_change = Some((node.clone(), *state));
+        }
+    }
 
     let effective: HashMap<MonitorId, Option<&str>> =
         rows.monitors.iter().map(|m| (m.id, m.assigned.as_deref().or(m.home.as_deref()))).collect();
@@ -93,7 +158,7 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Decision {
                 NodeView {
                     id: n.id.to_owned(),
                     health: i.health,
-                    enabled: n.enabled,
+                    enabled: n.enabled && !admin.contains_key(n.id),
                     stable: i.stable,
                     settled: i.settled,
                     limit: inputs.limit,
@@ -116,7 +181,35 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Decision {
     ledger.stale.extend(ledger.origins.values().flat_map(|o| o.rows.iter().copied()));
     ledger.stale.sort_unstable();
 
-    let mut changes = Changes { register: register.clone(), ..Changes::default() };
+    let mut changes = Changes { register: register.clone(), admin: admin_change.into_iter().collect(), ..Changes::default() };
+    let mut manual = Vec::new();
+    if let Some(Command::Move { monitors, to, pin }) = inputs.command {
+        if !started {
+            return Err(Refusal::NotStarted);
+        }
+        let target = view.nodes.iter().find(|n| &n.id == to).ok_or_else(|| Refusal::UnknownNode(to.clone()))?;
+        if !target.ready() {
+            return Err(Refusal::NodeNotReady(to.clone()));
+        }
+        let position: HashMap<MonitorId, usize> = view.monitors.iter().enumerate().map(|(i, m)| (m.id, i)).collect();
+        let missing: Vec<MonitorId> = monitors.iter().copied().filter(|id| !position.contains_key(id)).collect();
+        if !missing.is_empty() {
+            return Err(Refusal::UnknownMonitors(missing));
+        }
+        for id in monitors {
+            let m = &view.monitors[position[id]];
+            // an operator's move supersedes the displacements that brought it here
+            changes.close.extend(m.origin.iter().flat_map(|o| o.rows.iter().copied()));
+            manual.push(Move {
+                monitor: m.id,
+                from: m.effective().map(str::to_owned),
+                to: to.clone(),
+                assigned: (m.home.as_deref() != Some(to.as_str())).then(|| to.clone()),
+                kind: MoveKind::Manual { pinned: *pin },
+            });
+        }
+        view.apply(&manual);
+    }
     let (mut stranded, mut over_capacity) = (Vec::new(), 0);
     if started {
         let plan = placement::plan(&view);
@@ -131,20 +224,38 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Decision {
             }
         }
         view.apply(&plan.moves);
-        changes.events = events(&changes.statuses, &plan.moves, ledger.stale.len());
-        changes.moves = plan.moves;
-        changes.close = ledger.stale;
+        manual.extend(plan.moves);
+        changes.close.extend(ledger.stale);
+        changes.events = events(&changes.admin, &changes.statuses, &manual, changes.close.len());
+        changes.moves = manual;
         stranded = plan.stranded;
         over_capacity = plan.over_capacity;
+    } else {
+        changes.events = events(&changes.admin, &[], &[], 0);
     }
     let table = routing_table(&view, &facts, inputs.setup_complete);
-    Decision { started, unreadable_moves: rows.unreadable_moves, changes, stranded, over_capacity, table }
+    Ok(Decision { started, unreadable_moves: rows.unreadable_moves, changes, stranded, over_capacity, table })
 }
 
-/// One event per node status change, per (reason, source) group of moves, per
-/// revert target, and one for stale ledger rows closed.
-fn events(statuses: &[(String, NodeStatus)], moves: &[Move], stale: usize) -> Vec<NewEvent> {
-    let mut events: Vec<NewEvent> = statuses
+/// One event per administrative change, per node status change, per (reason,
+/// source) group of moves, per revert target, and one for ledger rows closed
+/// without a move.
+fn events(
+    admin: &[(String, Option<AdminState>)],
+    statuses: &[(String, NodeStatus)],
+    moves: &[Move],
+    closed: usize,
+) -> Vec<NewEvent> {
+    let mut events: Vec<NewEvent> = admin
+        .iter()
+        .map(|(id, state)| NewEvent {
+            kind: state.map_or("undrain", AdminState::as_str),
+            node_id: Some(id.clone()),
+            outcome: "committed",
+            detail: json!({ "state": state.map_or("in_service", AdminState::as_str) }),
+        })
+        .collect();
+    events.extend(statuses
         .iter()
         .map(|(id, status)| NewEvent {
             kind: match status {
@@ -154,31 +265,31 @@ fn events(statuses: &[(String, NodeStatus)], moves: &[Move], stale: usize) -> Ve
             node_id: Some(id.clone()),
             outcome: "committed",
             detail: json!({ "status": status.as_str() }),
-        })
-        .collect();
+        }));
     let mut groups: BTreeMap<(&'static str, Option<&str>), BTreeMap<&str, usize>> = BTreeMap::new();
     for mv in moves {
         let (kind, node, peer) = match &mv.kind {
             MoveKind::Displace(reason) => (reason.as_str(), mv.from.as_deref(), mv.to.as_str()),
+            MoveKind::Manual { .. } => ("manual", Some(mv.to.as_str()), mv.from.as_deref().unwrap_or("")),
             MoveKind::Revert { .. } => ("revert", Some(mv.to.as_str()), mv.from.as_deref().unwrap_or("")),
         };
         *groups.entry((kind, node)).or_default().entry(peer).or_default() += 1;
     }
     for ((kind, node), peers) in groups {
         let moved: usize = peers.values().sum();
-        let detail = if kind == "revert" {
+        let detail = if kind == "revert" || kind == "manual" {
             json!({ "moved": moved, "from": peers })
         } else {
             json!({ "moved": moved, "to": peers })
         };
         events.push(NewEvent { kind, node_id: node.map(str::to_owned), outcome: "committed", detail });
     }
-    if stale > 0 {
+    if closed > 0 {
         events.push(NewEvent {
             kind: "ledger_cleanup",
             node_id: None,
             outcome: "committed",
-            detail: json!({ "closed": stale }),
+            detail: json!({ "closed": closed }),
         });
     }
     events
@@ -241,6 +352,7 @@ mod tests {
                 .collect(),
             open_moves: vec![],
             unreadable_moves: 0,
+            admin: vec![],
         }
     }
 
@@ -254,7 +366,8 @@ mod tests {
 
     fn decide_with(rows: &ClusterRows, nodes: &[(&str, NodeInput)], started: bool) -> Decision {
         let nodes: HashMap<String, NodeInput> = nodes.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-        decide(rows, &Inputs { nodes: &nodes, static_nodes: &[], limit: 1000, started, setup_complete: true })
+        decide(rows, &Inputs { nodes: &nodes, static_nodes: &[], limit: 1000, started, setup_complete: true, command: None })
+            .unwrap()
     }
 
     #[test]
@@ -299,7 +412,11 @@ mod tests {
     fn missing_static_nodes_are_registered() {
         let statics = vec![StaticNode { id: "c".into(), host: "c:3001".into(), name: None }];
         let nodes: HashMap<String, NodeInput> = [("a".to_string(), up()), ("b".to_string(), up())].into();
-        let d = decide(&rows(), &Inputs { nodes: &nodes, static_nodes: &statics, limit: 1000, started: false, setup_complete: true });
+        let d = decide(
+            &rows(),
+            &Inputs { nodes: &nodes, static_nodes: &statics, limit: 1000, started: false, setup_complete: true, command: None },
+        )
+        .unwrap();
         assert_eq!(d.changes.register, statics);
         assert!(!d.started, "the registered node has no verdict yet");
     }

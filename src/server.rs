@@ -10,7 +10,7 @@ use actix_web::App;
 use crate::proxy::{self, error, Front, Worker};
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -98,9 +98,9 @@ struct SetFixedNode {
 }
 
 async fn set_fixed_node(body: web::Bytes, worker: web::Data<Worker>) -> HttpResponse {
-    let request: SetFixedNode = match serde_json::from_slice(&body) {
+    let request: SetFixedNode = match api::json_body(&body) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()),
+        Err(e) => return e.error_response(),
     };
     match request.expires.unwrap_or(FIXED_DEFAULT_SECONDS) {
         seconds @ 1..=FIXED_MAX_SECONDS => pin(&worker, &request.node, seconds),

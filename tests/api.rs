@@ -75,6 +75,35 @@ async fn stack(t: TestDb, api: &[(&str, &str)]) -> Stack {
 }
 
 impl Stack {
+    async fn post(&self, path: &str, body: Option<Value>, token: Option<&str>) -> (StatusCode, Value) {
+        let mut request = self.client.post(format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.insert_header(("authorization", format!("Bearer {token}")));
+        }
+        let mut response = match body {
+            Some(body) => request.send_json(&body).await.unwrap(),
+            None => request.send().await.unwrap(),
+        };
+        let bytes = response.body().limit(1 << 22).await.unwrap();
+        (response.status(), serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// Everything an action could write.
+    async fn footprint(&self) -> (i64, i64, i64, Vec<(i64, Option<String>, Option<String>, bool)>) {
+        (
+            self.t.count("SELECT COUNT(*) FROM kc_event_log").await,
+            self.t.count("SELECT COUNT(*) FROM kc_move_ledger").await,
+            self.t.count("SELECT COUNT(*) FROM kc_node_admin").await,
+            self.t.monitors().await,
+        )
+    }
+
+    async fn running_on(&self, node: &str) -> i64 {
+        self.t
+            .count(&format!("SELECT COUNT(*) FROM monitor WHERE active = 1 AND COALESCE(assigned_node, node_id) = '{node}'"))
+            .await
+    }
+
     async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
         let mut request = self.client.get(format!("{}{path}", self.base));
         if let Some(token) = token {
@@ -128,10 +157,132 @@ async fn events_and_moves_are_paged_newest_first_and_filtered(t: TestDb) {
     s.t.drop_db().await;
 }
 
+async fn draining_moves_a_nodes_monitors_away_until_it_is_undrained_even_through_recovery(t: TestDb) {
+    let s = stack(t, &[]).await;
+    let (status, body) = s.post("/lb/nodes/node1/drain", None, Some(TOKEN)).await;
+    assert_eq!((status, body["state"].as_str()), (StatusCode::OK, Some("drain")), "{body}");
+    assert_eq!(body["summary"]["displaced"], 10);
+    assert_eq!(s.running_on("node1").await, 0);
+    let table = s.sup.routing.load();
+    let node1 = table.node("node1").unwrap();
+    assert!(!node1.ready && !node1.enabled, "no new sessions go to a drained node");
+    let (_, moves) = s.get("/lb/moves?reason=drain", Some(TOKEN)).await;
+    assert_eq!(moves["total"], 10);
+
+    // a failure and a recovery of the drained node bring nothing back
+    s.sup.transition("node1", Up, Down).await;
+    s.sup.transition("node1", Down, Up).await;
+    s.sup.clock.advance(std::time::Duration::from_secs(60));
+    s.sup.reconcile().await;
+    assert_eq!(s.running_on("node1").await, 0, "drain holds through failover and recovery");
+    let before = s.footprint().await;
+    let (status, _) = s.post("/lb/nodes/node1/drain", None, Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::OK, "draining again is no error");
+    assert_eq!(s.footprint().await, before, "draining again changes nothing");
+
+    let (status, body) = s.post("/lb/nodes/node1/undrain", None, Some(TOKEN)).await;
+    assert_eq!((status, body["state"].as_str()), (StatusCode::OK, Some("in_service")));
+    assert_eq!(body["summary"]["reverted"], 10, "a settled node gets its monitors back at once");
+    assert_eq!(s.running_on("node1").await, 10);
+    let (_, events) = s.get("/lb/events?per_page=100", Some(TOKEN)).await;
+    let kinds: Vec<&str> = events["items"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    for kind in ["drain", "undrain", "revert"] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    s.t.drop_db().await;
+}
+
+async fn a_pinned_manual_move_is_recorded_and_returns_after_a_failover(t: TestDb) {
+    let s = stack(t, &[]).await;
+    let body = serde_json::json!({ "monitor_ids": [1, 2], "to_node": "node3", "pin": true });
+    let (status, moved) = s.post("/lb/monitors/move", Some(body), Some(TOKEN)).await;
+    assert_eq!((status, moved["moved"].as_u64()), (StatusCode::OK, Some(2)), "{moved}");
+    let (_, ledger) = s.get("/lb/moves?reason=manual", Some(TOKEN)).await;
+    assert_eq!(ledger["total"], 2);
+    assert_eq!((ledger["items"][0]["pinned"].as_bool(), ledger["items"][0]["from_node"].as_str()), (Some(true), Some("node1")));
+    assert_eq!(s.running_on("node3").await, 12);
+
+    s.sup.transition("node3", Up, Down).await;
+    s.sup.reconcile().await;
+    assert_eq!(s.running_on("node3").await, 0);
+    s.sup.transition("node3", Down, Up).await;
+    s.sup.clock.advance(std::time::Duration::from_secs(10));
+    s.sup.reconcile().await;
+    let monitors = s.t.monitors().await;
+    assert_eq!(monitors[0].2.as_deref(), Some("node3"), "the manual override is restored, not node1");
+    assert_eq!(s.running_on("node3").await, 12);
+    s.t.drop_db().await;
+}
+
+async fn refused_actions_answer_with_their_reason_and_change_nothing(t: TestDb) {
+    let s = stack(t, &[]).await;
+    s.sup.transition("node2", Up, Down).await;
+    s.sup.reconcile().await;
+    let before = s.footprint().await;
+    let cases: Vec<(&str, Option<Value>, StatusCode, &str)> = vec![
+        ("/lb/monitors/move", Some(serde_json::json!({ "monitor_ids": [1], "to_node": "node9" })), StatusCode::NOT_FOUND, "unknown_node"),
+        ("/lb/monitors/move", Some(serde_json::json!({ "monitor_ids": [1], "to_node": "node2" })), StatusCode::CONFLICT, "node_not_ready"),
+        ("/lb/monitors/move", Some(serde_json::json!({ "monitor_ids": [1, 999], "to_node": "node3" })), StatusCode::NOT_FOUND, "unknown_monitor"),
+        ("/lb/monitors/move", Some(serde_json::json!({ "monitor_ids": [], "to_node": "node3" })), StatusCode::BAD_REQUEST, "invalid_body"),
+        ("/lb/monitors/move", Some(serde_json::json!({ "monitor_ids": [1], "to_node": "node3", "force": true })), StatusCode::BAD_REQUEST, "invalid_body"),
+        ("/lb/monitors/move", Some(serde_json::json!({ "monitor_ids": "1", "to_node": "node3" })), StatusCode::BAD_REQUEST, "invalid_body"),
+        ("/lb/nodes/node9/drain", None, StatusCode::NOT_FOUND, "unknown_node"),
+        ("/lb/nodes/node3/undrain", None, StatusCode::CONFLICT, "node_in_service"),
+    ];
+    for (path, body, status, code) in cases {
+        let (got, answer) = s.post(path, body.clone(), Some(TOKEN)).await;
+        assert_eq!((got, answer["error"].as_str()), (status, Some(code)), "{path} {body:?}: {answer}");
+        assert!(answer["detail"].is_string());
+        assert_eq!(s.footprint().await, before, "{path} {body:?} changed something");
+    }
+    let response = s.client.post(format!("{}/lb/monitors/move", s.base))
+        .insert_header(("authorization", format!("Bearer {TOKEN}")))
+        .insert_header(("content-type", "application/json"))
+        .send_body("{not json")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(s.get("/lb/nodes/node1/drain", Some(TOKEN)).await.0, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(s.footprint().await, before);
+    s.t.drop_db().await;
+}
+
 on_both_backends!(
     every_protected_endpoint_refuses_a_missing_or_wrong_token_with_401,
     events_and_moves_are_paged_newest_first_and_filtered,
+    draining_moves_a_nodes_monitors_away_until_it_is_undrained_even_through_recovery,
+    a_pinned_manual_move_is_recorded_and_returns_after_a_failover,
+    refused_actions_answer_with_their_reason_and_change_nothing,
 );
+
+#[test]
+fn every_action_needs_a_token_and_maintenance_is_marked_as_such() {
+    common::run(async {
+        let s = stack(TestDb::sqlite().await, &[]).await;
+        let before = s.footprint().await;
+        let actions: [(&str, Option<Value>); 5] = [
+            ("/lb/nodes/node1/drain", None),
+            ("/lb/nodes/node1/maintenance", None),
+            ("/lb/nodes/node1/undrain", None),
+            ("/lb/monitors/move", Some(serde_json::json!({ "monitor_ids": [1], "to_node": "node2" }))),
+            ("/lb/update-loads", None),
+        ];
+        for (path, body) in &actions {
+            for token in [None, Some("wrong-token-0123456789")] {
+                let (status, answer) = s.post(path, body.clone(), token).await;
+                assert_eq!((status, answer["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")), "{path}");
+            }
+        }
+        assert_eq!(s.footprint().await, before, "unauthorized actions changed something");
+
+        let (status, body) = s.post("/lb/nodes/node2/maintenance", None, Some(SECOND)).await;
+        assert_eq!((status, body["state"].as_str()), (StatusCode::OK, Some("maintenance")));
+        assert_eq!(s.t.rows("SELECT state FROM kc_node_admin WHERE node_id = 'node2'", 1).await, vec![vec![Some("maintenance".to_string())]]);
+        assert_eq!(s.running_on("node2").await, 0);
+        let (status, loads) = s.post("/lb/update-loads", None, Some(TOKEN)).await;
+        assert_eq!((status, loads["capacity"]["total_monitors"].as_u64()), (StatusCode::OK, Some(30)));
+    });
+}
 
 #[test]
 fn status_endpoints_describe_the_cluster() {

@@ -8,4 +8,5 @@ pub mod event_log;
 pub mod monitor;
 pub mod move_ledger;
 pub mod node;
+pub mod node_admin;
 pub mod prelude;

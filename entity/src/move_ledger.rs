@@ -15,6 +15,8 @@ pub struct Model {
     pub reason: String,
     pub created_at: DateTimeUtc,
     pub undone_at: Option<DateTimeUtc>,
+    /// A manual move that rebalancing leaves where it is.
+    pub pinned: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

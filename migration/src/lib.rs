@@ -10,6 +10,7 @@ mod m20261126_000001_create_node;
 mod m20261126_000002_monitor_ownership;
 mod m20261126_000003_create_move_ledger;
 mod m20261126_000004_create_event_log;
+mod m20261126_000005_node_admin_and_pins;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000002_monitor_ownership::Migration),
             Box::new(m20261126_000003_create_move_ledger::Migration),
             Box::new(m20261126_000004_create_event_log::Migration),
+            Box::new(m20261126_000005_node_admin_and_pins::Migration),
         ]
     }
 }

@@ -11,13 +11,13 @@ use crate::health::{FlapDamper, Health};
 use crate::placement::MoveKind;
 use crate::probe::Probe;
 use crate::push::ReconcilePush;
-use crate::reconcile::{self, Decision, Inputs, NodeInput};
+use crate::reconcile::{self, Command, Decision, Inputs, NodeInput, Refusal};
 use crate::routing::{RoutingPublisher, RoutingTable};
 use crate::store::{self, NewEvent, StoreError};
 use actix::prelude::*;
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +32,20 @@ pub struct Reconcile;
 #[derive(Message)]
 #[rtype(result = "ClusterState")]
 pub struct GetClusterState;
+
+/// Apply an operator's command in one transaction; answers once it committed or
+/// was refused.
+#[derive(Message)]
+#[rtype(result = "Result<DecisionSummary, ApplyError>")]
+pub struct Apply(pub Command);
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("{0}")]
+    Failed(String),
+}
 
 /// Every member with its NodeActor's probe state, for the status API.
 #[derive(Message)]
@@ -71,6 +85,7 @@ pub struct DecisionSummary {
     pub moves: usize,
     pub displaced: usize,
     pub reverted: usize,
+    pub manual: usize,
     pub ledger_closed: usize,
     pub status_changes: usize,
     pub stranded: usize,
@@ -124,6 +139,7 @@ struct Member {
 }
 
 type Waiter = oneshot::Sender<Result<DecisionSummary, String>>;
+type Answer = oneshot::Sender<Result<DecisionSummary, ApplyError>>;
 
 pub struct ClusterActor {
     db: DatabaseConnection,
@@ -143,6 +159,8 @@ pub struct ClusterActor {
     stopping: bool,
     waiting: Vec<Waiter>,
     waiting_next: Vec<Waiter>,
+    /// Operator commands, each decided in a transaction of its own, in order.
+    commands: VecDeque<(Command, Answer)>,
     stopped: Vec<oneshot::Sender<()>>,
     backoff: Option<Duration>,
     retry_at: Option<Instant>,
@@ -181,6 +199,7 @@ impl ClusterActor {
             stopping: false,
             waiting: Vec::new(),
             waiting_next: Vec::new(),
+            commands: VecDeque::new(),
             stopped: Vec::new(),
             backoff: None,
             retry_at: None,
@@ -223,6 +242,7 @@ impl ClusterActor {
     fn start_decision(&mut self, ctx: &mut Context<Self>) {
         self.busy = true;
         self.pending = false;
+        let (command, answer) = self.commands.pop_front().unzip();
         let now = self.clock.now();
         let nodes: HashMap<String, NodeInput> =
             self.members.iter().map(|(id, m)| (id.clone(), self.input(m, now))).collect();
@@ -234,44 +254,66 @@ impl ClusterActor {
             let setup_complete = setup_known || store::setup_complete(&db).await?;
             let txn = db.begin().await?;
             let rows = store::load(&txn).await?;
-            let decision = reconcile::decide(
-                &rows,
-                &Inputs {
-                    nodes: &nodes,
-                    static_nodes: &settings.nodes.static_nodes,
-                    limit: settings.placement.limit_per_node,
-                    started,
-                    setup_complete,
-                },
-            );
+            let inputs = Inputs {
+                nodes: &nodes,
+                static_nodes: &settings.nodes.static_nodes,
+                limit: settings.placement.limit_per_node,
+                started,
+                setup_complete,
+                command: command.as_ref(),
+            };
+            // a refusal drops the transaction unwritten: it rolls back
+            let decision = match reconcile::decide(&rows, &inputs) {
+                Ok(decision) => decision,
+                Err(refusal) => return Ok(Err(refusal)),
+            };
             if !decision.changes.is_empty() {
                 store::write(&txn, &decision.changes, chrono::Utc::now()).await?;
             }
             txn.commit().await?;
             let hosts: Vec<(String, Option<String>)> = rows.nodes.into_iter().map(|n| (n.id, n.host)).collect();
-            Ok::<_, StoreError>((decision, hosts, setup_complete, begun.elapsed()))
+            Ok::<_, StoreError>(Ok((decision, hosts, setup_complete, begun.elapsed())))
         };
-        ctx.spawn(run.into_actor(self).map(|result, act, ctx| {
+        ctx.spawn(run.into_actor(self).map(move |result, act, ctx| {
             act.busy = false;
             let outcome = match result {
-                Ok((decision, hosts, setup_complete, took)) => {
+                Ok(Ok((decision, hosts, setup_complete, took))) => {
                     act.setup_complete = setup_complete;
                     Ok(act.committed(decision, &hosts, took, ctx))
                 }
+                Ok(Err(refusal)) => {
+                    if let Some(answer) = answer {
+                        let _ = answer.send(Err(ApplyError::Refused(refusal)));
+                    }
+                    // nothing was decided for whoever waits on a decision: run one for them
+                    act.pending |= !act.waiting.is_empty();
+                    act.waiting_next.splice(0..0, act.waiting.drain(..));
+                    act.after_decision(ctx);
+                    return;
+                }
                 Err(error) => Err(act.failed(error, ctx)),
             };
+            if let Some(answer) = answer {
+                let _ = answer.send(outcome.clone().map_err(ApplyError::Failed));
+            }
             for waiter in act.waiting.drain(..) {
                 let _ = waiter.send(outcome.clone());
             }
-            if act.stopping {
-                for done in act.stopped.drain(..) {
-                    let _ = done.send(());
-                }
-            } else if act.pending {
-                act.waiting = std::mem::take(&mut act.waiting_next);
-                act.start_decision(ctx);
-            }
+            act.after_decision(ctx);
         }));
+    }
+
+    /// Starts the next decision if commands or triggers are waiting, or completes
+    /// a shutdown.
+    fn after_decision(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping {
+            for done in self.stopped.drain(..) {
+                let _ = done.send(());
+            }
+        } else if self.pending || !self.commands.is_empty() {
+            self.waiting.append(&mut self.waiting_next);
+            self.start_decision(ctx);
+        }
     }
 
     fn committed(
@@ -303,12 +345,13 @@ impl ClusterActor {
             }
         }
 
-        let reverted = changes.moves.iter().filter(|m| matches!(m.kind, MoveKind::Revert { .. })).count();
+        let count = |f: fn(&MoveKind) -> bool| changes.moves.iter().filter(|m| f(&m.kind)).count();
         let summary = DecisionSummary {
             wrote: !changes.is_empty(),
             moves: changes.moves.len(),
-            displaced: changes.moves.len() - reverted,
-            reverted,
+            displaced: count(|k| matches!(k, MoveKind::Displace(_))),
+            reverted: count(|k| matches!(k, MoveKind::Revert { .. })),
+            manual: count(|k| matches!(k, MoveKind::Manual { .. })),
             ledger_closed: changes.close.len(),
             status_changes: changes.statuses.len(),
             stranded: decision.stranded.len(),
@@ -534,6 +577,23 @@ impl Handler<GetClusterState> for ClusterActor {
     }
 }
 
+impl Handler<Apply> for ClusterActor {
+    type Result = ResponseFuture<Result<DecisionSummary, ApplyError>>;
+
+    fn handle(&mut self, Apply(command): Apply, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        if self.stopping {
+            let _ = tx.send(Err(ApplyError::Failed("shutting down".to_owned())));
+        } else {
+            self.commands.push_back((command, tx));
+            if !self.busy {
+                self.start_decision(ctx);
+            }
+        }
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(ApplyError::Failed("supervisor stopped".to_owned()))) })
+    }
+}
+
 impl Handler<GetNodeDetails> for ClusterActor {
     type Result = ResponseFuture<Vec<NodeDetail>>;
 
@@ -567,6 +627,9 @@ impl Handler<Shutdown> for ClusterActor {
         }
         for waiter in self.waiting_next.drain(..) {
             let _ = waiter.send(Err("shutting down".to_owned()));
+        }
+        for (_, answer) in self.commands.drain(..) {
+            let _ = answer.send(Err(ApplyError::Failed("shutting down".to_owned())));
         }
         let (tx, rx) = oneshot::channel();
         if self.busy {

@@ -1,13 +1,17 @@
-//! The operations API under `/lb/`: status reads for operators and automation.
-//! Everything that reveals more than liveness takes [`auth::Authorized`]. Reads
-//! come from the routing snapshot, the ClusterActor's observable state, and the
-//! store (events, moves); nothing here writes.
+//! The operations API under `/lb/`: status reads and actions for operators and
+//! automation. Everything that reveals more than liveness, and every action,
+//! takes [`auth::Authorized`]. Reads come from the routing snapshot, the
+//! ClusterActor's observable state, and the store (events, moves); actions are
+//! commands to the ClusterActor, each one transaction, and nothing here writes.
 
 pub mod auth;
 
-use crate::actors::cluster::{ClusterActor, GetClusterState, GetNodeDetails};
+use crate::actors::cluster::{
+    Apply, ApplyError, ClusterActor, DecisionSummary, GetClusterState, GetNodeDetails, Reconcile,
+};
 use crate::health::Health;
-use crate::placement::Reason;
+use crate::placement::{MonitorId, Reason};
+use crate::reconcile::{AdminState, Command, Refusal};
 use crate::proxy::error;
 use crate::routing::{RouteNode, RoutingReader, RoutingTable};
 use crate::store::{self, StoreError};
@@ -16,6 +20,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use auth::{Access, Authorized};
 use sea_orm::DatabaseConnection;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -39,13 +44,21 @@ pub enum ApiError {
     Supervisor,
     #[error("{0}")]
     BadQuery(String),
+    #[error("{0}")]
+    BadBody(String),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Database(_) | ApiError::Supervisor => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadQuery(_) | ApiError::BadBody(_) => StatusCode::BAD_REQUEST,
+            ApiError::Refused(Refusal::UnknownNode(_) | Refusal::UnknownMonitors(_)) => StatusCode::NOT_FOUND,
+            ApiError::Refused(Refusal::NodeNotReady(_) | Refusal::InService(_) | Refusal::NotStarted) => {
+                StatusCode::CONFLICT
+            }
         }
     }
 
@@ -57,6 +70,12 @@ impl ResponseError for ApiError {
             ApiError::Database(_) => "database_unavailable",
             ApiError::Supervisor => "supervisor_unavailable",
             ApiError::BadQuery(_) => "invalid_query",
+            ApiError::BadBody(_) => "invalid_body",
+            ApiError::Refused(Refusal::UnknownNode(_)) => "unknown_node",
+            ApiError::Refused(Refusal::UnknownMonitors(_)) => "unknown_monitor",
+            ApiError::Refused(Refusal::NodeNotReady(_)) => "node_not_ready",
+            ApiError::Refused(Refusal::InService(_)) => "node_in_service",
+            ApiError::Refused(Refusal::NotStarted) => "not_started",
         };
         error(self.status_code(), code, self.to_string())
     }
@@ -75,7 +94,12 @@ pub fn configure(ops: Ops) -> impl FnOnce(&mut web::ServiceConfig) {
                     .into()
             }))
             .app_data(web::Data::new(ops));
-        let get = |path: &str, handler| web::resource(path).route(handler).default_service(web::to(method_not_allowed));
+        let get = |path: &str, handler| {
+            web::resource(path).route(handler).default_service(web::to(|req| method_not_allowed(req, "GET")))
+        };
+        let post = |path: &str, handler| {
+            web::resource(path).route(handler).default_service(web::to(|req| method_not_allowed(req, "POST")))
+        };
         cfg.service(get("/lb/ready", web::get().to(ready)))
             .service(get("/lb/health", web::get().to(health)))
             .service(get("/lb/capacity", web::get().to(capacity)))
@@ -85,18 +109,93 @@ pub fn configure(ops: Ops) -> impl FnOnce(&mut web::ServiceConfig) {
             .service(get("/lb/setup-status", web::get().to(setup_status)))
             .service(get("/lb/system-status", web::get().to(system_status)))
             .service(get("/lb/events", web::get().to(events)))
-            .service(get("/lb/moves", web::get().to(moves)));
+            .service(get("/lb/moves", web::get().to(moves)))
+            .service(post("/lb/nodes/{id}/drain", web::post().to(drain)))
+            .service(post("/lb/nodes/{id}/maintenance", web::post().to(maintenance)))
+            .service(post("/lb/nodes/{id}/undrain", web::post().to(undrain)))
+            .service(post("/lb/monitors/move", web::post().to(move_monitors)))
+            .service(post("/lb/update-loads", web::post().to(update_loads)));
         for name in STATUS_NAMES {
             cfg.route(&format!("/api/{name}"), web::get().to(move || redirect(name)));
         }
     }
 }
 
-async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+async fn method_not_allowed(req: HttpRequest, allow: &'static str) -> HttpResponse {
     let mut response =
         error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{} is not allowed here", req.method()));
-    response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("GET"));
+    response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(allow));
     response
+}
+
+/// A JSON request body; unknown fields and wrong types are refused with 400.
+pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadBody(e.to_string()))
+}
+
+async fn apply(ops: &Ops, command: Command) -> Result<DecisionSummary, ApiError> {
+    match ops.cluster.send(Apply(command)).await {
+        Ok(Ok(summary)) => Ok(summary),
+        Ok(Err(ApplyError::Refused(refusal))) => Err(refusal.into()),
+        Ok(Err(ApplyError::Failed(_))) | Err(_) => Err(ApiError::Supervisor),
+    }
+}
+
+async fn set_admin(ops: &Ops, node: String, state: Option<AdminState>) -> Result<HttpResponse, ApiError> {
+    let summary = apply(ops, Command::SetAdmin { node: node.clone(), state }).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "success": true,
+        "node": node,
+        "state": state.map_or("in_service", AdminState::as_str),
+        "summary": summary,
+    })))
+}
+
+/// Moves every monitor off the node and keeps new sessions and returning
+/// monitors away until it is undrained.
+async fn drain(_: Authorized, ops: web::Data<Ops>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    set_admin(&ops, id.into_inner(), Some(AdminState::Drain)).await
+}
+
+async fn maintenance(_: Authorized, ops: web::Data<Ops>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    set_admin(&ops, id.into_inner(), Some(AdminState::Maintenance)).await
+}
+
+async fn undrain(_: Authorized, ops: web::Data<Ops>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    set_admin(&ops, id.into_inner(), None).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MoveRequest {
+    monitor_ids: Vec<MonitorId>,
+    to_node: String,
+    #[serde(default)]
+    pin: bool,
+}
+
+/// A manual override: recovery never reverts it; with `pin`, rebalancing leaves
+/// it too.
+async fn move_monitors(_: Authorized, ops: web::Data<Ops>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let request: MoveRequest = json_body(&body)?;
+    if request.monitor_ids.is_empty() {
+        return Err(ApiError::BadBody("monitor_ids must name at least one monitor".into()));
+    }
+    let command = Command::Move { monitors: request.monitor_ids, to: request.to_node.clone(), pin: request.pin };
+    let summary = apply(&ops, command).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "success": true,
+        "to_node": request.to_node,
+        "pinned": request.pin,
+        "moved": summary.manual,
+        "summary": summary,
+    })))
+}
+
+/// Re-reads every count from the database now instead of at the next tick.
+async fn update_loads(_: Authorized, ops: web::Data<Ops>) -> Result<HttpResponse, ApiError> {
+    let summary = ops.cluster.send(Reconcile).await.map_err(|_| ApiError::Supervisor)?.map_err(|_| ApiError::Supervisor)?;
+    Ok(HttpResponse::Ok().json(json!({ "success": true, "summary": summary, "capacity": capacity_of(&ops.routing.load()) })))
 }
 
 async fn redirect(name: &'static str) -> HttpResponse {

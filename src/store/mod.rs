@@ -3,8 +3,9 @@
 
 use crate::config::StaticNode;
 use crate::placement::{MonitorId, Move, MoveKind, OpenMove, Reason};
+use crate::reconcile::AdminState;
 use chrono::{DateTime, Utc};
-use entity::{event_log, monitor, move_ledger, node};
+use entity::{event_log, monitor, move_ledger, node, node_admin};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sea_query::{Alias, Expr, Query};
 use sea_orm::{
@@ -54,6 +55,8 @@ pub struct ClusterRows {
     /// Open ledger rows whose reason is not one kuma-cluster writes: left untouched
     /// and out of planning, rather than failing every decision.
     pub unreadable_moves: usize,
+    /// Nodes an operator has taken out of service.
+    pub admin: Vec<(String, AdminState)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +87,8 @@ pub struct NewEvent {
 #[derive(Clone, Debug, Default)]
 pub struct Changes {
     pub register: Vec<StaticNode>,
+    /// A node's administrative state: set, or cleared with `None`.
+    pub admin: Vec<(String, Option<AdminState>)>,
     pub statuses: Vec<(String, NodeStatus)>,
     pub moves: Vec<Move>,
     pub close: Vec<i64>,
@@ -93,6 +98,7 @@ pub struct Changes {
 impl Changes {
     pub fn is_empty(&self) -> bool {
         self.register.is_empty()
+            && self.admin.is_empty()
             && self.statuses.is_empty()
             && self.moves.is_empty()
             && self.close.is_empty()
@@ -183,7 +189,14 @@ pub async fn load(c: &impl ConnectionTrait) -> Result<ClusterRows, StoreError> {
         })
         .collect();
     let unreadable_moves = total - open_moves.len();
-    Ok(ClusterRows { nodes, monitors, open_moves, unreadable_moves })
+    let admin = node_admin::Entity::find()
+        .order_by_asc(node_admin::Column::NodeId)
+        .all(c)
+        .await?
+        .into_iter()
+        .filter_map(|row| Some((row.node_id, AdminState::parse(&row.state)?)))
+        .collect();
+    Ok(ClusterRows { nodes, monitors, open_moves, unreadable_moves, admin })
 }
 
 /// Applies one decision's writes. The caller owns the transaction and commits it.
@@ -199,6 +212,17 @@ pub async fn write(c: &impl ConnectionTrait, changes: &Changes, now: DateTime<Ut
             last_seen: NotSet,
         };
         node::Entity::insert(row).exec_without_returning(c).await?;
+    }
+    for (id, state) in &changes.admin {
+        node_admin::Entity::delete_by_id(id.clone()).exec(c).await?;
+        if let Some(state) = state {
+            let row = node_admin::ActiveModel {
+                node_id: Set(id.clone()),
+                state: Set(state.as_str().to_owned()),
+                since: Set(now),
+            };
+            node_admin::Entity::insert(row).exec_without_returning(c).await?;
+        }
     }
     for (id, status) in &changes.statuses {
         let mut update = node::Entity::update_many().col_expr(node::Column::Status, Expr::value(status.as_str()));
@@ -225,18 +249,23 @@ pub async fn write(c: &impl ConnectionTrait, changes: &Changes, now: DateTime<Ut
     let opened: Vec<move_ledger::ActiveModel> = changes
         .moves
         .iter()
-        .filter_map(|mv| match mv.kind {
-            MoveKind::Displace(reason) => Some(move_ledger::ActiveModel {
+        .filter_map(|mv| {
+            let (reason, pinned) = match mv.kind {
+                MoveKind::Displace(reason) => (reason, false),
+                MoveKind::Manual { pinned } => (Reason::Manual, pinned),
+                MoveKind::Revert { .. } => return None,
+            };
+            Some(move_ledger::ActiveModel {
                 id: NotSet,
                 monitor_id: Set(mv.monitor),
                 from_node: Set(mv.from.clone()),
                 to_node: Set(mv.to.clone()),
                 reason: Set(reason.as_str().to_owned()),
                 created_at: Set(now),
-                // a monitor that had no node has nowhere to return to
-                undone_at: Set(mv.from.is_none().then_some(now)),
-            }),
-            MoveKind::Revert { .. } => None,
+                // a displaced monitor that had no node has nowhere to return to
+                undone_at: Set((reason.is_displacement() && mv.from.is_none()).then_some(now)),
+                pinned: Set(pinned),
+            })
         })
         .collect();
     for chunk in opened.chunks(CHUNK) {
@@ -248,7 +277,7 @@ pub async fn write(c: &impl ConnectionTrait, changes: &Changes, now: DateTime<Ut
         .iter()
         .flat_map(|mv| match &mv.kind {
             MoveKind::Revert { closes } => closes.as_slice(),
-            MoveKind::Displace(_) => &[],
+            MoveKind::Displace(_) | MoveKind::Manual { .. } => &[],
         })
         .chain(&changes.close)
         .copied()
@@ -317,6 +346,7 @@ pub struct MoveRow {
     pub reason: String,
     pub created_at: DateTime<Utc>,
     pub undone_at: Option<DateTime<Utc>>,
+    pub pinned: bool,
 }
 
 /// A page of rows and the number of rows on all pages.
@@ -382,6 +412,7 @@ pub async fn moves(
             reason: m.reason,
             created_at: m.created_at,
             undone_at: m.undone_at,
+            pinned: m.pinned,
         })
         .collect();
     Ok(Page { items, page, per_page, total })
