@@ -12,6 +12,15 @@
 //! 4. **Stability.** Planning again on the result of a plan changes nothing.
 //! 5. **No ready node, no moves.** The monitors that need a node are reported as
 //!    stranded instead, so the caller can say so once.
+//!
+//! Rebalancing ([`plan_rebalance`]) has its own:
+//! 6. **Only free monitors move**: active, not pinned, not waiting to return to
+//!    a displaced origin, and only between ready, stable nodes.
+//! 7. **Even**: without a move cap, no node ends more than one above the least
+//!    loaded while it still holds a monitor that could move.
+//! 8. **Few moves**: never more than each node's load above the even share,
+//!    summed; never fewer than its load above the rounded-up share, summed.
+//! 9. **Stable**: rebalancing a balanced cluster moves nothing.
 
 use crate::health::Health;
 use serde::Serialize;
@@ -84,6 +93,8 @@ pub struct MonitorView {
     pub home: Option<String>,
     pub assigned: Option<String>,
     pub origin: Option<Origin>,
+    /// An operator pinned it where it is: rebalancing leaves it.
+    pub pinned: bool,
 }
 
 impl MonitorView {
@@ -108,6 +119,8 @@ pub enum MoveKind {
     /// An operator's choice; opens a `manual` ledger row, which recovery never
     /// reverts. A pinned one is also left alone by rebalancing.
     Manual { pinned: bool },
+    /// Evening out load; opens a `rebalance` ledger row, never reverted.
+    Rebalance,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,12 +150,15 @@ pub struct OpenMove {
     pub from: Option<String>,
     pub to: String,
     pub reason: Reason,
+    pub pinned: bool,
 }
 
 /// What the open ledger rows say about each monitor.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LedgerReading {
     pub origins: HashMap<MonitorId, Origin>,
+    /// Monitors whose latest operator move pinned them where they still are.
+    pub pinned: std::collections::HashSet<MonitorId>,
     /// Rows that no longer describe where a monitor is (it was moved by someone
     /// else, or an operator's move superseded them): closed without moving anything.
     pub stale: Vec<i64>,
@@ -164,11 +180,16 @@ pub fn read_ledger<'a>(
         rows.sort_by_key(|r| r.id);
         let tail_start = rows.iter().rposition(|r| !r.reason.is_displacement()).map_or(0, |i| i + 1);
         let (head, tail) = rows.split_at(tail_start);
+        let current = effective_of(monitor);
+        if let Some(operator) = head.last() {
+            if operator.pinned && tail.is_empty() && current == Some(operator.to.as_str()) {
+                reading.pinned.insert(monitor);
+            }
+        }
         reading
             .stale
             .extend(head.iter().filter(|r| r.reason.is_displacement()).map(|r| r.id));
         let Some(last) = tail.last() else { continue };
-        let current = effective_of(monitor);
         match (&tail[0].from, current == Some(last.to.as_str())) {
             (Some(origin), true) => {
                 reading.origins.insert(
@@ -271,6 +292,93 @@ fn pick_target(candidates: &[usize], loads: &[usize], nodes: &[NodeView]) -> Opt
     below.or_else(|| candidates.iter().copied().min_by_key(|&i| loads[i]))
 }
 
+/// Evens out active monitors over the ready, stable nodes with as few moves as
+/// possible (properties 6 to 9), at most `max_moves` of them. `from_scratch`
+/// first sends every free monitor whose home can take it back home, clearing
+/// overrides, then evens out the rest.
+pub fn plan_rebalance(view: &ClusterView, max_moves: Option<usize>, from_scratch: bool) -> Vec<Move> {
+    let index: HashMap<&str, usize> = view.nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
+    let eligible: Vec<bool> = view.nodes.iter().map(|n| n.ready() && n.stable).collect();
+    let node_of = |name: Option<&str>| name.and_then(|id| index.get(id)).copied();
+    let cap = max_moves.unwrap_or(usize::MAX);
+    // where each active monitor is now, and whether it may move
+    let current: Vec<Option<usize>> = view.monitors.iter().map(|m| node_of(m.effective())).collect();
+    let free = |k: usize| {
+        let m = &view.monitors[k];
+        m.active && !m.pinned && m.origin.is_none() && current[k].is_some_and(|i| eligible[i])
+    };
+    let mut placed = current.clone();
+    let mut loads = vec![0usize; view.nodes.len()];
+    for (k, m) in view.monitors.iter().enumerate() {
+        if let (true, Some(i)) = (m.active, current[k]) {
+            loads[i] += 1;
+        }
+    }
+    let mut moves = 0;
+    if from_scratch {
+        for k in (0..view.monitors.len()).filter(|&k| free(k)) {
+            let home = node_of(view.monitors[k].home.as_deref());
+            if let (Some(h), Some(c)) = (home, placed[k]) {
+                if h != c && eligible[h] && loads[h] < view.nodes[h].limit && moves < cap {
+                    shift_load(&mut loads, Some(c), h);
+                    placed[k] = Some(h);
+                    moves += 1;
+                }
+            }
+        }
+    }
+
+    let nodes: Vec<usize> = (0..view.nodes.len()).filter(|&i| eligible[i]).collect();
+    if !nodes.is_empty() {
+        let total: usize = nodes.iter().map(|&i| loads[i]).sum();
+        let (share, extra) = (total / nodes.len(), total % nodes.len());
+        // the heaviest nodes keep the spare monitors: that needs the fewest moves
+        let mut by_load = nodes.clone();
+        by_load.sort_by_key(|&i| (std::cmp::Reverse(loads[i]), i));
+        let mut target = vec![0usize; view.nodes.len()];
+        for (rank, &i) in by_load.iter().enumerate() {
+            target[i] = (share + usize::from(rank < extra)).min(view.nodes[i].limit);
+        }
+        for &from in &by_load {
+            let mut candidates: Vec<usize> =
+                (0..view.monitors.len()).filter(|&k| free(k) && placed[k] == Some(from)).collect();
+            // monitors whose home is short of its share go first: they go home
+            candidates.sort_by_key(|&k| {
+                let home = node_of(view.monitors[k].home.as_deref());
+                (!home.is_some_and(|h| h != from && eligible[h] && loads[h] < target[h]), view.monitors[k].id)
+            });
+            for k in candidates {
+                if loads[from] <= target[from] || moves >= cap {
+                    break;
+                }
+                let home = node_of(view.monitors[k].home.as_deref()).filter(|&h| eligible[h] && loads[h] < target[h]);
+                let to = home.or_else(|| {
+                    nodes.iter().copied().filter(|&i| loads[i] < target[i]).max_by_key(|&i| (target[i] - loads[i], std::cmp::Reverse(i)))
+                });
+                let Some(to) = to else { break };
+                shift_load(&mut loads, Some(from), to);
+                placed[k] = Some(to);
+                moves += 1;
+            }
+        }
+    }
+
+    (0..view.monitors.len())
+        .filter(|&k| placed[k] != current[k])
+        .filter_map(|k| {
+            let m = &view.monitors[k];
+            let to = view.nodes[placed[k]?].id.clone();
+            Some(Move {
+                monitor: m.id,
+                from: m.effective().map(str::to_owned),
+                assigned: (m.home.as_deref() != Some(to.as_str())).then(|| to.clone()),
+                to,
+                kind: MoveKind::Rebalance,
+            })
+        })
+        .collect()
+}
+
 impl ClusterView {
     /// The view as it will be once `moves` have committed: assignments changed,
     /// reverted origins cleared and new displacements recorded.
@@ -280,8 +388,13 @@ impl ClusterView {
             let Some(&i) = position.get(&mv.monitor) else { continue };
             let m = &mut self.monitors[i];
             m.assigned = mv.assigned.clone();
+            if let MoveKind::Manual { pinned } = mv.kind {
+                m.pinned = pinned;
+            } else if mv.kind == MoveKind::Rebalance {
+                m.pinned = false;
+            }
             match &mv.kind {
-                MoveKind::Revert { .. } | MoveKind::Manual { .. } => m.origin = None,
+                MoveKind::Revert { .. } | MoveKind::Manual { .. } | MoveKind::Rebalance => m.origin = None,
                 MoveKind::Displace(_) => {
                     if m.origin.is_none() {
                         m.origin = mv.from.clone().map(|node| Origin { node, rows: Vec::new() });
@@ -313,7 +426,7 @@ mod tests {
     }
 
     fn at_home(id: MonitorId, home: &str) -> MonitorView {
-        MonitorView { id, active: true, home: Some(home.into()), assigned: None, origin: None }
+        MonitorView { id, active: true, home: Some(home.into()), assigned: None, origin: None, pinned: false }
     }
 
     #[test]
@@ -341,6 +454,7 @@ mod tests {
                 home: Some("a".into()),
                 assigned: Some("b".into()),
                 origin: Some(Origin { node: "a".into(), rows: vec![7] }),
+                pinned: false,
             }],
         };
         let plan = plan(&view);
@@ -370,6 +484,7 @@ mod tests {
                 home: Some("a".into()),
                 assigned: Some("b".into()),
                 origin: Some(Origin { node: "a".into(), rows: vec![7] }),
+                pinned: false,
             }],
         };
         assert_eq!(plan(&view), Plan::default());
@@ -385,6 +500,7 @@ mod tests {
                 home: Some("b".into()),
                 assigned: Some("c".into()),
                 origin: Some(Origin { node: "a".into(), rows: vec![3] }),
+                pinned: false,
             }],
         };
         assert_eq!(plan(&view).moves[0].assigned.as_deref(), Some("a"));
@@ -415,7 +531,7 @@ mod tests {
         let view = ClusterView {
             nodes: vec![node("b", Health::Up)],
             monitors: vec![
-                MonitorView { id: 1, active: true, home: None, assigned: None, origin: None },
+                MonitorView { id: 1, active: true, home: None, assigned: None, origin: None, pinned: false },
                 at_home(2, "ghost"),
             ],
         };
@@ -467,8 +583,65 @@ mod tests {
         assert_eq!(plan.over_capacity, 0);
     }
 
+    #[test]
+    fn rebalancing_moves_exactly_the_surplus_and_sends_monitors_home_first() {
+        let mut monitors: Vec<MonitorView> = (0..10).map(|i| at_home(i, "a")).collect();
+        // two of a's monitors are homed on c, where they go first
+        for m in &mut monitors[8..] {
+            m.home = Some("c".into());
+            m.assigned = Some("a".into());
+        }
+        monitors.push(at_home(20, "c"));
+        monitors.push(at_home(21, "c"));
+        let view = ClusterView { nodes: vec![node("a", Health::Up), node("b", Health::Up), node("c", Health::Up)], monitors };
+        let moves = plan_rebalance(&view, None, false);
+        assert_eq!(moves.len(), 6, "12 over 3 nodes: a gives up 6");
+        assert!(moves.iter().all(|m| m.kind == MoveKind::Rebalance && m.from.as_deref() == Some("a")));
+        let home: Vec<&Move> = moves.iter().filter(|m| m.to == "c").collect();
+        assert_eq!(home.len(), 2);
+        assert!(home.iter().all(|m| m.assigned.is_none()), "going home clears the override");
+        let mut after = view.clone();
+        after.apply(&moves);
+        let loads = after.loads();
+        assert_eq!((loads["a"], loads["b"], loads["c"]), (4, 4, 4));
+        assert_eq!(plan_rebalance(&view, Some(2), false).len(), 2, "the cap holds");
+    }
+
+    #[test]
+    fn rebalancing_leaves_pinned_and_returning_monitors_and_unready_nodes_alone() {
+        let mut monitors: Vec<MonitorView> = (0..6).map(|i| at_home(i, "a")).collect();
+        monitors[0].pinned = true;
+        monitors[1].origin = Some(Origin { node: "c".into(), rows: vec![1] });
+        let mut damped = node("d", Health::Up);
+        damped.stable = false;
+        let view = ClusterView {
+            nodes: vec![node("a", Health::Up), node("b", Health::Up), node("c", Health::Down), damped],
+            monitors,
+        };
+        let moves = plan_rebalance(&view, None, false);
+        assert_eq!(moves.len(), 3);
+        assert!(moves.iter().all(|m| m.to == "b" && m.monitor > 1));
+    }
+
+    #[test]
+    fn rebalancing_from_scratch_sends_free_monitors_home_first() {
+        // even load, but every monitor away from home: swapped between a and b
+        let monitors: Vec<MonitorView> = (0..4)
+            .map(|i| {
+                let (home, away) = if i < 2 { ("a", "b") } else { ("b", "a") };
+                MonitorView { assigned: Some(away.into()), ..at_home(i, home) }
+            })
+            .collect();
+        let view = ClusterView { nodes: vec![node("a", Health::Up), node("b", Health::Up)], monitors };
+        assert!(plan_rebalance(&view, None, false).is_empty(), "already even");
+        let moves = plan_rebalance(&view, None, true);
+        assert_eq!(moves.len(), 4);
+        assert!(moves.iter().all(|m| m.assigned.is_none()), "every monitor goes home");
+        assert_eq!(plan_rebalance(&view, Some(1), true).len(), 1, "the cap holds from scratch too");
+    }
+
     fn open(id: i64, monitor: MonitorId, from: &str, to: &str, reason: Reason) -> OpenMove {
-        OpenMove { id, monitor, from: Some(from.into()), to: to.into(), reason }
+        OpenMove { id, monitor, from: Some(from.into()), to: to.into(), reason, pinned: false }
     }
 
     #[test]
@@ -533,6 +706,7 @@ mod tests {
                         let assigned = assigned.map(name);
                         let effective = assigned.clone().or(home.clone());
                         MonitorView {
+                            pinned: id % 7 == 6,
                             id: id as MonitorId,
                             active: !paused || id % 3 != 0,
                             origin: origin
@@ -604,7 +778,7 @@ mod tests {
                 let current_ready = health_of(&view, m.effective()).is_some_and(NodeView::ready);
                 match &mv.kind {
                     MoveKind::Displace(_) => prop_assert!(!current_ready && m.active),
-                    MoveKind::Manual { .. } => prop_assert!(false, "planning never makes manual moves"),
+                    MoveKind::Manual { .. } | MoveKind::Rebalance => prop_assert!(false, "planning never makes {:?}", mv.kind),
                     MoveKind::Revert { .. } => {
                         let origin = m.origin.as_ref().unwrap();
                         prop_assert_eq!(&mv.to, &origin.node);
@@ -621,6 +795,50 @@ mod tests {
             after.apply(&plan(&view).moves);
             let again = plan(&after);
             prop_assert!(again.moves.is_empty(), "second plan moved {:?}", again.moves);
+        }
+
+        #[test]
+        fn rebalancing_moves_only_free_monitors_between_ready_stable_nodes(view in arb_view(), cap in prop::option::of(0usize..20), scratch in any::<bool>()) {
+            let moves = plan_rebalance(&view, cap, scratch);
+            prop_assert!(moves.len() <= cap.unwrap_or(usize::MAX));
+            let mut seen = std::collections::HashSet::new();
+            for mv in &moves {
+                prop_assert!(seen.insert(mv.monitor));
+                let m = view.monitors.iter().find(|m| m.id == mv.monitor).unwrap();
+                prop_assert!(m.active && !m.pinned && m.origin.is_none(), "{:?} is not free", m);
+                for end in [m.effective(), Some(mv.to.as_str())] {
+                    let node = health_of(&view, end).unwrap();
+                    prop_assert!(node.ready() && node.stable, "{} is not ready and stable", node.id);
+                }
+            }
+        }
+
+        #[test]
+        fn rebalancing_evens_out_load_with_few_moves_and_then_moves_nothing(view in arb_view()) {
+            let moves = plan_rebalance(&view, None, false);
+            let mut after = view.clone();
+            after.apply(&moves);
+            let eligible: Vec<&NodeView> = view.nodes.iter().filter(|n| n.ready() && n.stable).collect();
+            if eligible.is_empty() {
+                prop_assert!(moves.is_empty());
+                return Ok(());
+            }
+            let load = |v: &ClusterView, id: &str| v.loads().get(id).copied().unwrap_or(0);
+            let total: usize = eligible.iter().map(|n| load(&view, &n.id)).sum();
+            let (floor, ceil) = (total / eligible.len(), total.div_ceil(eligible.len()));
+            let upper: usize = eligible.iter().map(|n| load(&view, &n.id).saturating_sub(floor)).sum();
+            prop_assert!(moves.len() <= upper, "{} moves, more than the {} above the even share", moves.len(), upper);
+            let limited = eligible.iter().any(|n| n.limit < ceil);
+            let all_free = view.monitors.iter().filter(|m| m.active).all(|m| !m.pinned && m.origin.is_none()
+                && health_of(&view, m.effective()).is_some_and(|n| n.ready() && n.stable));
+            if all_free && !limited {
+                let lower: usize = eligible.iter().map(|n| load(&view, &n.id).saturating_sub(ceil)).sum();
+                prop_assert!(moves.len() >= lower);
+                let min = eligible.iter().map(|n| load(&after, &n.id)).min().unwrap();
+                let max = eligible.iter().map(|n| load(&after, &n.id)).max().unwrap();
+                prop_assert!(max - min <= 1, "spread {} after rebalancing", max - min);
+            }
+            prop_assert!(plan_rebalance(&after, None, false).is_empty(), "a balanced cluster moved again");
         }
     }
 }

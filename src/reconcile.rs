@@ -56,6 +56,34 @@ pub enum Command {
     SetAdmin { node: String, state: Option<AdminState> },
     /// Move monitors to a ready node as a manual override.
     Move { monitors: Vec<MonitorId>, to: String, pin: bool },
+    /// Even out load over ready nodes; a dry run reports the plan and writes nothing.
+    Rebalance { dry_run: bool, max_moves: Option<usize>, from_scratch: bool },
+}
+
+impl Command {
+    pub fn is_dry_run(&self) -> bool {
+        matches!(self, Command::Rebalance { dry_run: true, .. })
+    }
+}
+
+/// What a rebalance planned, and how even the ready nodes are before and after.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RebalanceReport {
+    pub dry_run: bool,
+    pub from_scratch: bool,
+    pub max_moves: Option<usize>,
+    pub planned: usize,
+    /// Largest minus smallest load over the ready, stable nodes.
+    pub spread_before: usize,
+    pub spread_after: usize,
+    pub moves: Vec<PlannedMove>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlannedMove {
+    pub monitor_id: MonitorId,
+    pub from_node: Option<String>,
+    pub to_node: String,
 }
 
 /// Why a command was refused; a refused command writes nothing.
@@ -93,6 +121,14 @@ pub struct Decision {
     pub over_capacity: usize,
     /// The routing table as it stands once `changes` have committed.
     pub table: RoutingTable,
+    pub rebalance: Option<RebalanceReport>,
+}
+
+fn spread(view: &ClusterView) -> usize {
+    let loads = view.loads();
+    let eligible = view.nodes.iter().filter(|n| n.ready() && n.stable).map(|n| loads.get(n.id.as_str()).copied().unwrap_or(0));
+    let (min, max) = eligible.fold((usize::MAX, 0), |(lo, hi), l| (lo.min(l), hi.max(l)));
+    max.saturating_sub(min.min(max))
 }
 
 /// What [`decide`] needs of a node, from its row or from configuration.
@@ -174,6 +210,7 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> 
                 home: m.home.clone(),
                 assigned: m.assigned.clone(),
                 origin: ledger.origins.remove(&m.id),
+                pinned: ledger.pinned.contains(&m.id),
             })
             .collect(),
     };
@@ -210,7 +247,10 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> 
         }
         view.apply(&manual);
     }
-    let (mut stranded, mut over_capacity) = (Vec::new(), 0);
+    let (mut stranded, mut over_capacity, mut rebalance) = (Vec::new(), 0, None);
+    if matches!(inputs.command, Some(Command::Rebalance { .. })) && !started {
+        return Err(Refusal::NotStarted);
+    }
     if started {
         let plan = placement::plan(&view);
         for n in &facts {
@@ -225,6 +265,24 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> 
         }
         view.apply(&plan.moves);
         manual.extend(plan.moves);
+        if let Some(&Command::Rebalance { dry_run, max_moves, from_scratch }) = inputs.command {
+            let spread_before = spread(&view);
+            let moves = placement::plan_rebalance(&view, max_moves, from_scratch);
+            view.apply(&moves);
+            rebalance = Some(RebalanceReport {
+                dry_run,
+                from_scratch,
+                max_moves,
+                planned: moves.len(),
+                spread_before,
+                spread_after: spread(&view),
+                moves: moves
+                    .iter()
+                    .map(|m| PlannedMove { monitor_id: m.monitor, from_node: m.from.clone(), to_node: m.to.clone() })
+                    .collect(),
+            });
+            manual.extend(moves);
+        }
         changes.close.extend(ledger.stale);
         changes.events = events(&changes.admin, &changes.statuses, &manual, changes.close.len());
         changes.moves = manual;
@@ -234,7 +292,7 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> 
         changes.events = events(&changes.admin, &[], &[], 0);
     }
     let table = routing_table(&view, &facts, inputs.setup_complete);
-    Ok(Decision { started, unreadable_moves: rows.unreadable_moves, changes, stranded, over_capacity, table })
+    Ok(Decision { started, unreadable_moves: rows.unreadable_moves, changes, stranded, over_capacity, table, rebalance })
 }
 
 /// One event per administrative change, per node status change, per (reason,
@@ -271,13 +329,14 @@ fn events(
         let (kind, node, peer) = match &mv.kind {
             MoveKind::Displace(reason) => (reason.as_str(), mv.from.as_deref(), mv.to.as_str()),
             MoveKind::Manual { .. } => ("manual", Some(mv.to.as_str()), mv.from.as_deref().unwrap_or("")),
+            MoveKind::Rebalance => ("rebalance", Some(mv.to.as_str()), mv.from.as_deref().unwrap_or("")),
             MoveKind::Revert { .. } => ("revert", Some(mv.to.as_str()), mv.from.as_deref().unwrap_or("")),
         };
         *groups.entry((kind, node)).or_default().entry(peer).or_default() += 1;
     }
     for ((kind, node), peers) in groups {
         let moved: usize = peers.values().sum();
-        let detail = if kind == "revert" || kind == "manual" {
+        let detail = if matches!(kind, "revert" | "manual" | "rebalance") {
             json!({ "moved": moved, "from": peers })
         } else {
             json!({ "moved": moved, "to": peers })
@@ -403,7 +462,14 @@ mod tests {
     #[test]
     fn ledger_rows_of_deleted_monitors_are_closed() {
         let mut r = rows();
-        r.open_moves.push(OpenMove { id: 9, monitor: 99, from: Some("a".into()), to: "b".into(), reason: Reason::Failover });
+        r.open_moves.push(OpenMove {
+            id: 9,
+            monitor: 99,
+            from: Some("a".into()),
+            to: "b".into(),
+            reason: Reason::Failover,
+            pinned: false,
+        });
         let d = decide_with(&r, &[("a", up()), ("b", up())], true);
         assert_eq!(d.changes.close, vec![9]);
     }

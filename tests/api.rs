@@ -18,7 +18,8 @@ use std::sync::Arc;
 const TOKEN: &str = "first-token-0123456789";
 const SECOND: &str = "second-token-0123456789";
 
-const PROTECTED: [&str; 9] = [
+const PROTECTED: [&str; 10] = [
+    "/lb/rebalancing-status",
     "/lb/health",
     "/lb/capacity",
     "/lb/node-status",
@@ -247,7 +248,49 @@ async fn refused_actions_answer_with_their_reason_and_change_nothing(t: TestDb) 
     s.t.drop_db().await;
 }
 
+/// Adds an empty, ready node4 to the settled three-node stack.
+async fn add_empty_node(s: &Stack) {
+    s.t.add_node("node4", "127.0.0.1:9").await;
+    s.sup.reconcile().await;
+    s.sup.transition("node4", Unknown, Up).await;
+    s.sup.reconcile().await;
+}
+
+async fn a_rebalance_dry_run_changes_nothing_and_the_applied_plan_evens_load_minimally(t: TestDb) {
+    let s = stack(t, &[]).await;
+    add_empty_node(&s).await;
+    // monitor 1 is pinned where it is: it must not move
+    let pin = serde_json::json!({ "monitor_ids": [1], "to_node": "node1", "pin": true });
+    assert_eq!(s.post("/lb/monitors/move", Some(pin), Some(TOKEN)).await.0, StatusCode::OK);
+    let before = s.footprint().await;
+
+    let (status, dry) = s.post("/lb/rebalance", Some(serde_json::json!({ "dry_run": true })), Some(TOKEN)).await;
+    assert_eq!((status, dry["applied"].as_bool()), (StatusCode::OK, Some(false)), "{dry}");
+    // 30 monitors over 4 nodes: 8, 8, 7, 7 needs exactly 7 moves
+    assert_eq!((dry["rebalance"]["planned"].as_u64(), dry["rebalance"]["spread_before"].as_u64()), (Some(7), Some(10)));
+    assert_eq!(dry["rebalance"]["spread_after"], 1);
+    assert_eq!(dry["rebalance"]["moves"].as_array().unwrap().len(), 7);
+    assert_eq!(s.footprint().await, before, "a dry run changes nothing");
+    let (_, status_now) = s.get("/lb/rebalancing-status", Some(TOKEN)).await;
+    assert_eq!((status_now["running"].as_bool(), status_now["last"]["dry_run"].as_bool()), (Some(false), Some(true)));
+
+    let (status, applied) = s.post("/lb/rebalance", Some(serde_json::json!({ "dry_run": false, "max_moves": 100 })), Some(TOKEN)).await;
+    assert_eq!((status, applied["rebalance"]["planned"].as_u64()), (StatusCode::OK, Some(7)));
+    assert_eq!(s.running_on("node4").await, 7);
+    assert_eq!(s.t.monitors().await[0].2.as_deref(), None, "the pinned monitor stayed at home on node1");
+    let (_, ledger) = s.get("/lb/moves?reason=rebalance", Some(TOKEN)).await;
+    assert_eq!(ledger["total"], 7);
+    assert!(ledger["items"].as_array().unwrap().iter().all(|m| m["monitor_id"] != 1));
+
+    let (_, again) = s.post("/lb/trigger-rebalancing", None, Some(TOKEN)).await;
+    assert_eq!(again["rebalance"]["planned"], 0, "a balanced cluster moves nothing");
+    let (_, last) = s.get("/lb/rebalancing-status", Some(TOKEN)).await;
+    assert_eq!((last["last"]["dry_run"].as_bool(), last["last"]["moves"].as_u64()), (Some(false), Some(0)));
+    s.t.drop_db().await;
+}
+
 on_both_backends!(
+    a_rebalance_dry_run_changes_nothing_and_the_applied_plan_evens_load_minimally,
     every_protected_endpoint_refuses_a_missing_or_wrong_token_with_401,
     events_and_moves_are_paged_newest_first_and_filtered,
     draining_moves_a_nodes_monitors_away_until_it_is_undrained_even_through_recovery,
@@ -260,7 +303,10 @@ fn every_action_needs_a_token_and_maintenance_is_marked_as_such() {
     common::run(async {
         let s = stack(TestDb::sqlite().await, &[]).await;
         let before = s.footprint().await;
-        let actions: [(&str, Option<Value>); 5] = [
+        let actions: [(&str, Option<Value>); 8] = [
+            ("/lb/rebalance", Some(serde_json::json!({ "dry_run": false }))),
+            ("/lb/trigger-rebalancing", None),
+            ("/lb/force-rebalance-all", Some(serde_json::json!({ "confirm": true }))),
             ("/lb/nodes/node1/drain", None),
             ("/lb/nodes/node1/maintenance", None),
             ("/lb/nodes/node1/undrain", None),
@@ -279,6 +325,12 @@ fn every_action_needs_a_token_and_maintenance_is_marked_as_such() {
         assert_eq!((status, body["state"].as_str()), (StatusCode::OK, Some("maintenance")));
         assert_eq!(s.t.rows("SELECT state FROM kc_node_admin WHERE node_id = 'node2'", 1).await, vec![vec![Some("maintenance".to_string())]]);
         assert_eq!(s.running_on("node2").await, 0);
+        let (status, refused) = s.post("/lb/force-rebalance-all", Some(serde_json::json!({ "confirm": false })), Some(TOKEN)).await;
+        assert_eq!((status, refused["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_body")));
+        let (status, refused) = s.post("/lb/rebalance", Some(serde_json::json!({ "max_moves": 3 })), Some(TOKEN)).await;
+        assert_eq!((status, refused["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_body")), "dry_run is required");
+        let (status, forced) = s.post("/lb/force-rebalance-all", Some(serde_json::json!({ "confirm": true })), Some(TOKEN)).await;
+        assert_eq!((status, forced["applied"].as_bool()), (StatusCode::OK, Some(true)), "{forced}");
         let (status, loads) = s.post("/lb/update-loads", None, Some(TOKEN)).await;
         assert_eq!((status, loads["capacity"]["total_monitors"].as_u64()), (StatusCode::OK, Some(30)));
     });

@@ -11,7 +11,7 @@ use crate::health::{FlapDamper, Health};
 use crate::placement::MoveKind;
 use crate::probe::Probe;
 use crate::push::ReconcilePush;
-use crate::reconcile::{self, Command, Decision, Inputs, NodeInput, Refusal};
+use crate::reconcile::{self, Command, Decision, Inputs, NodeInput, RebalanceReport, Refusal};
 use crate::routing::{RoutingPublisher, RoutingTable};
 use crate::store::{self, NewEvent, StoreError};
 use actix::prelude::*;
@@ -90,6 +90,36 @@ pub struct DecisionSummary {
     pub status_changes: usize,
     pub stranded: usize,
     pub duration_ms: u64,
+    /// The plan of a rebalance command, applied or (dry run) only reported.
+    pub rebalance: Option<RebalanceReport>,
+}
+
+/// The last rebalance, for `/lb/rebalancing-status`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RebalanceStatus {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub dry_run: bool,
+    pub from_scratch: bool,
+    pub max_moves: Option<usize>,
+    pub moves: usize,
+    pub spread_before: usize,
+    pub spread_after: usize,
+    pub duration_ms: u64,
+}
+
+impl RebalanceStatus {
+    fn of(report: &RebalanceReport, took: Duration) -> Self {
+        RebalanceStatus {
+            at: chrono::Utc::now(),
+            dry_run: report.dry_run,
+            from_scratch: report.from_scratch,
+            max_moves: report.max_moves,
+            moves: report.planned,
+            spread_before: report.spread_before,
+            spread_after: report.spread_after,
+            duration_ms: took.as_millis() as u64,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -117,6 +147,9 @@ pub struct ClusterState {
     pub last_decision: Option<DecisionSummary>,
     pub last_error: Option<String>,
     pub retry_in_ms: Option<u64>,
+    pub last_rebalance: Option<RebalanceStatus>,
+    /// A rebalance command is running or queued.
+    pub rebalancing: bool,
 }
 
 /// What the ClusterActor needs from the outside world.
@@ -161,6 +194,9 @@ pub struct ClusterActor {
     waiting_next: Vec<Waiter>,
     /// Operator commands, each decided in a transaction of its own, in order.
     commands: VecDeque<(Command, Answer)>,
+    /// The decision in flight runs a rebalance command.
+    rebalancing: bool,
+    last_rebalance: Option<RebalanceStatus>,
     stopped: Vec<oneshot::Sender<()>>,
     backoff: Option<Duration>,
     retry_at: Option<Instant>,
@@ -200,6 +236,8 @@ impl ClusterActor {
             waiting: Vec::new(),
             waiting_next: Vec::new(),
             commands: VecDeque::new(),
+            rebalancing: false,
+            last_rebalance: None,
             stopped: Vec::new(),
             backoff: None,
             retry_at: None,
@@ -243,6 +281,7 @@ impl ClusterActor {
         self.busy = true;
         self.pending = false;
         let (command, answer) = self.commands.pop_front().unzip();
+        self.rebalancing = matches!(command, Some(Command::Rebalance { .. }));
         let now = self.clock.now();
         let nodes: HashMap<String, NodeInput> =
             self.members.iter().map(|(id, m)| (id.clone(), self.input(m, now))).collect();
@@ -267,19 +306,35 @@ impl ClusterActor {
                 Ok(decision) => decision,
                 Err(refusal) => return Ok(Err(refusal)),
             };
+            let hosts: Vec<(String, Option<String>)> = rows.nodes.into_iter().map(|n| (n.id, n.host)).collect();
+            // a dry run only reports: its transaction is dropped unwritten
+            if command.as_ref().is_some_and(Command::is_dry_run) {
+                return Ok(Ok((decision, hosts, setup_complete, begun.elapsed(), false)));
+            }
             if !decision.changes.is_empty() {
                 store::write(&txn, &decision.changes, chrono::Utc::now()).await?;
             }
             txn.commit().await?;
-            let hosts: Vec<(String, Option<String>)> = rows.nodes.into_iter().map(|n| (n.id, n.host)).collect();
-            Ok::<_, StoreError>(Ok((decision, hosts, setup_complete, begun.elapsed())))
+            Ok::<_, StoreError>(Ok((decision, hosts, setup_complete, begun.elapsed(), true)))
         };
         ctx.spawn(run.into_actor(self).map(move |result, act, ctx| {
             act.busy = false;
+            act.rebalancing = false;
             let outcome = match result {
-                Ok(Ok((decision, hosts, setup_complete, took))) => {
+                Ok(Ok((decision, hosts, setup_complete, took, written))) => {
                     act.setup_complete = setup_complete;
-                    Ok(act.committed(decision, &hosts, took, ctx))
+                    if let Some(report) = &decision.rebalance {
+                        act.last_rebalance = Some(RebalanceStatus::of(report, took));
+                    }
+                    if written {
+                        Ok(act.committed(decision, &hosts, took, ctx))
+                    } else {
+                        Ok(DecisionSummary {
+                            rebalance: decision.rebalance,
+                            duration_ms: took.as_millis() as u64,
+                            ..DecisionSummary::default()
+                        })
+                    }
                 }
                 Ok(Err(refusal)) => {
                     if let Some(answer) = answer {
@@ -356,6 +411,7 @@ impl ClusterActor {
             status_changes: changes.statuses.len(),
             stranded: decision.stranded.len(),
             duration_ms: took.as_millis() as u64,
+            rebalance: decision.rebalance,
         };
         self.moves += summary.moves as u64;
         if summary.wrote {
@@ -573,6 +629,8 @@ impl Handler<GetClusterState> for ClusterActor {
             last_decision: self.last_decision.clone(),
             last_error: self.last_error.clone(),
             retry_in_ms: self.retry_at.map(|at| at.saturating_duration_since(now).as_millis() as u64),
+            last_rebalance: self.last_rebalance.clone(),
+            rebalancing: self.rebalancing || self.commands.iter().any(|(c, _)| matches!(c, Command::Rebalance { .. })),
         })
     }
 }

@@ -82,8 +82,16 @@ impl ResponseError for ApiError {
 }
 
 /// The old layer's status names, answered at `/lb/<name>` and redirected from `/api/<name>`.
-const STATUS_NAMES: [&str; 7] =
-    ["health", "capacity", "node-status", "health-status", "load-balancer-status", "setup-status", "system-status"];
+const STATUS_NAMES: [&str; 8] = [
+    "health",
+    "capacity",
+    "node-status",
+    "health-status",
+    "load-balancer-status",
+    "setup-status",
+    "system-status",
+    "rebalancing-status",
+];
 
 pub fn configure(ops: Ops) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
@@ -114,7 +122,11 @@ pub fn configure(ops: Ops) -> impl FnOnce(&mut web::ServiceConfig) {
             .service(post("/lb/nodes/{id}/maintenance", web::post().to(maintenance)))
             .service(post("/lb/nodes/{id}/undrain", web::post().to(undrain)))
             .service(post("/lb/monitors/move", web::post().to(move_monitors)))
-            .service(post("/lb/update-loads", web::post().to(update_loads)));
+            .service(post("/lb/update-loads", web::post().to(update_loads)))
+            .service(post("/lb/rebalance", web::post().to(rebalance)))
+            .service(post("/lb/trigger-rebalancing", web::post().to(trigger_rebalancing)))
+            .service(post("/lb/force-rebalance-all", web::post().to(force_rebalance_all)))
+            .service(get("/lb/rebalancing-status", web::get().to(rebalancing_status)));
         for name in STATUS_NAMES {
             cfg.route(&format!("/api/{name}"), web::get().to(move || redirect(name)));
         }
@@ -190,6 +202,65 @@ async fn move_monitors(_: Authorized, ops: web::Data<Ops>, body: web::Bytes) -> 
         "moved": summary.manual,
         "summary": summary,
     })))
+}
+
+async fn run_rebalance(ops: &Ops, dry_run: bool, max_moves: Option<usize>, from_scratch: bool) -> Result<HttpResponse, ApiError> {
+    let mut summary = apply(ops, Command::Rebalance { dry_run, max_moves, from_scratch }).await?;
+    let report = summary.rebalance.take();
+    Ok(HttpResponse::Ok().json(json!({
+        "success": true,
+        "applied": !dry_run,
+        "rebalance": report,
+        "summary": summary,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RebalanceRequest {
+    dry_run: bool,
+    max_moves: Option<usize>,
+}
+
+/// Evens out load over the ready nodes with as few moves as possible; a dry run
+/// returns the plan and changes nothing.
+async fn rebalance(_: Authorized, ops: web::Data<Ops>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let request: RebalanceRequest = json_body(&body)?;
+    run_rebalance(&ops, request.dry_run, request.max_moves, false).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TriggerRequest {
+    max_moves: Option<usize>,
+}
+
+/// The old layer's name for an applied rebalance; the body is optional.
+async fn trigger_rebalancing(_: Authorized, ops: web::Data<Ops>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let request: TriggerRequest = if body.is_empty() { TriggerRequest::default() } else { json_body(&body)? };
+    run_rebalance(&ops, false, request.max_moves, false).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForceRequest {
+    confirm: bool,
+    max_moves: Option<usize>,
+}
+
+/// Sends every free monitor home where its home can take it, then evens out the
+/// rest. Moves many monitors at once, hence the explicit confirmation.
+async fn force_rebalance_all(_: Authorized, ops: web::Data<Ops>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let request: ForceRequest = json_body(&body)?;
+    if !request.confirm {
+        return Err(ApiError::BadBody("force-rebalance-all moves every monitor; send {\"confirm\": true}".into()));
+    }
+    run_rebalance(&ops, false, request.max_moves, true).await
+}
+
+async fn rebalancing_status(_: Authorized, ops: web::Data<Ops>) -> Result<HttpResponse, ApiError> {
+    let state = ops.cluster.send(GetClusterState).await.map_err(|_| ApiError::Supervisor)?;
+    Ok(HttpResponse::Ok().json(json!({ "running": state.rebalancing, "last": state.last_rebalance })))
 }
 
 /// Re-reads every count from the database now instead of at the next tick.

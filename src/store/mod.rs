@@ -185,7 +185,14 @@ pub async fn load(c: &impl ConnectionTrait) -> Result<ClusterRows, StoreError> {
         .into_iter()
         .filter_map(|row| {
             let reason = Reason::parse(&row.reason)?;
-            Some(OpenMove { id: row.id, monitor: row.monitor_id, from: row.from_node, to: row.to_node, reason })
+            Some(OpenMove {
+                id: row.id,
+                monitor: row.monitor_id,
+                from: row.from_node,
+                to: row.to_node,
+                reason,
+                pinned: row.pinned,
+            })
         })
         .collect();
     let unreadable_moves = total - open_moves.len();
@@ -253,6 +260,7 @@ pub async fn write(c: &impl ConnectionTrait, changes: &Changes, now: DateTime<Ut
             let (reason, pinned) = match mv.kind {
                 MoveKind::Displace(reason) => (reason, false),
                 MoveKind::Manual { pinned } => (Reason::Manual, pinned),
+                MoveKind::Rebalance => (Reason::Rebalance, false),
                 MoveKind::Revert { .. } => return None,
             };
             Some(move_ledger::ActiveModel {
@@ -277,7 +285,7 @@ pub async fn write(c: &impl ConnectionTrait, changes: &Changes, now: DateTime<Ut
         .iter()
         .flat_map(|mv| match &mv.kind {
             MoveKind::Revert { closes } => closes.as_slice(),
-            MoveKind::Displace(_) | MoveKind::Manual { .. } => &[],
+            MoveKind::Displace(_) | MoveKind::Manual { .. } | MoveKind::Rebalance => &[],
         })
         .chain(&changes.close)
         .copied()
