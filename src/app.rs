@@ -3,6 +3,7 @@
 use crate::actors::cluster::{ClusterActor, ClusterDeps, Shutdown};
 use crate::clock::SystemClock;
 use crate::config::Settings;
+use crate::metrics::Metrics;
 use crate::probe::HttpProbe;
 use crate::routing::RoutingPublisher;
 use crate::server;
@@ -48,10 +49,12 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let publisher = RoutingPublisher::new();
     let (suspects_tx, suspects) = mpsc::channel(SUSPECT_QUEUE);
     let routing = publisher.reader();
+    let metrics = Arc::new(Metrics::default());
     let front = Front {
         routing: routing.clone(),
         settings: Arc::new(settings.proxy.clone()),
         suspects: suspects_tx,
+        metrics: metrics.clone(),
     };
     let workers = match settings.proxy.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -68,10 +71,11 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         clock: Arc::new(SystemClock),
         publisher,
         suspects,
+        metrics: metrics.clone(),
     })
     .start();
 
-    let ops = Ops { cluster: cluster.clone(), db, routing, access };
+    let ops = Ops { cluster: cluster.clone(), db, routing, access, metrics };
     let server = HttpServer::new(move || server::app(front.clone(), ops.clone()))
         .workers(workers)
         .disable_signals()

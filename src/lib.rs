@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`config`]: settings from `config/default.toml`, a file and the environment, all validated.
 //! - [`health`]: the pure node health state machine and flap damping.
+//! - [`metrics`]: Prometheus counters and histograms, rendered at `/metrics`.
 //! - [`placement`]: pure planning of where monitors run (failover, revert, repair).
 //! - [`reconcile`]: one pure decision: rows + node health → writes + routing table.
 //! - [`store`]: every database query; migrations come from the `migration` crate.
@@ -24,6 +25,7 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod health;
+pub mod metrics;
 pub mod placement;
 pub mod probe;
 pub mod proxy;

@@ -63,8 +63,14 @@ async fn stack(t: TestDb, api: &[(&str, &str)]) -> Stack {
         db: t.db.clone(),
         routing: sup.routing.clone(),
         access: Arc::new(Access::new(&settings.api)),
+        metrics: sup.metrics.clone(),
     };
-    let front = Front { routing: sup.routing.clone(), settings: Arc::new(settings.proxy), suspects: sup.suspects.clone() };
+    let front = Front {
+        routing: sup.routing.clone(),
+        settings: Arc::new(settings.proxy),
+        suspects: sup.suspects.clone(),
+        metrics: sup.metrics.clone(),
+    };
     let server = HttpServer::new(move || kuma_cluster::server::app(front.clone(), ops.clone()))
         .workers(1)
         .disable_signals()
@@ -450,5 +456,44 @@ fn without_configured_tokens_protected_endpoints_say_so() {
         let (status, body) = s.get("/lb/health", Some(TOKEN)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(body["detail"], "no api.tokens are configured");
+    });
+}
+
+#[test]
+fn metrics_need_a_token_and_count_transitions_moves_decisions_and_proxied_requests() {
+    common::run(async {
+        let s = stack(TestDb::sqlite().await, &[]).await;
+        s.sup.transition("node1", Up, Down).await;
+        s.sup.reconcile().await;
+        // nothing listens at the nodes' address: the proxy answers 502
+        let response = s.client.get(format!("{}/dashboard", s.base)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(s.get("/metrics", None).await.0, StatusCode::UNAUTHORIZED);
+        let mut response = s
+            .client
+            .get(format!("{}/metrics", s.base))
+            .insert_header(("authorization", format!("Bearer {TOKEN}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers().get("content-type").unwrap().to_str().unwrap().starts_with("text/plain"));
+        let text = String::from_utf8(response.body().await.unwrap().to_vec()).unwrap();
+        for line in [
+            "kuma_cluster_node_up{node=\"node1\"} 0",
+            "kuma_cluster_node_ready{node=\"node2\"} 1",
+            "kuma_cluster_node_monitors{node=\"node2\"} 15",
+            "kuma_cluster_node_transitions_total{node=\"node1\",to=\"down\"} 1",
+            "kuma_cluster_node_transitions_total{node=\"node1\",to=\"up\"} 1",
+            "kuma_cluster_moves_total{reason=\"failover\"} 10",
+            "kuma_cluster_decisions_failed_total 0",
+            "kuma_cluster_proxy_duration_seconds_count 1",
+            "kuma_cluster_websockets_open 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
+        }
+        assert!(text.lines().any(|l| l.starts_with("kuma_cluster_proxy_requests_total{node=") && l.contains("status=\"502\"} 1")));
+        assert!(text.lines().any(|l| l.starts_with("kuma_cluster_decision_duration_seconds_count ")));
+        assert!(!text.contains(TOKEN));
     });
 }

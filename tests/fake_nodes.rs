@@ -45,6 +45,7 @@ async fn a_node_failing_its_health_checks_is_failed_over_and_back_with_reconcile
         clock: Arc::new(SystemClock),
         publisher,
         suspects,
+        metrics: Default::default(),
     })
     .start();
     eventually(WAIT, "every node is up and routable", || async {

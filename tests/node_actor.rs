@@ -24,6 +24,7 @@ fn start(probe: &ScriptedProbe) -> (Addr<NodeActor>, Seen) {
         Rc::new(health),
         Rc::new(probe.clone()),
         collector.recipient(),
+        Default::default(),
     )
     .start();
     (actor, seen)
@@ -145,9 +146,15 @@ fn a_node_without_a_host_is_declared_down_with_a_clear_error() {
         let seen: Seen = Rc::default();
         let collector = Collector { seen: seen.clone() }.start();
         let probe = ScriptedProbe::new([Healthy]);
-        let actor =
-            NodeActor::new("node9".into(), None, Rc::new(settings(&[]).health), Rc::new(probe.clone()), collector.recipient())
-                .start();
+        let actor = NodeActor::new(
+            "node9".into(),
+            None,
+            Rc::new(settings(&[]).health),
+            Rc::new(probe.clone()),
+            collector.recipient(),
+            Default::default(),
+        )
+        .start();
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert_eq!(transitions(&seen), vec![Transition { from: Health::Unknown, to: Health::Down }]);
         assert_eq!(seen.borrow()[0].1.last_error.as_deref(), Some("node has no host"));

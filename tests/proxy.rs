@@ -221,7 +221,12 @@ impl Proxy {
         publisher.publish(first);
         let (tx, suspects) = mpsc::channel(64);
         let settings = common::settings(overrides);
-        let front = Front { routing: publisher.reader(), settings: Arc::new(settings.proxy), suspects: tx };
+        let front = Front {
+            routing: publisher.reader(),
+            settings: Arc::new(settings.proxy),
+            suspects: tx,
+            metrics: Default::default(),
+        };
         let server = HttpServer::new(move || App::new().configure(kuma_cluster::server::configure(front.clone())))
             .workers(1)
             .disable_signals()

@@ -8,6 +8,7 @@ use crate::actors::node::{GetNodeState, NodeActor, NodeState, NodeTransition, Pr
 use crate::clock::Clock;
 use crate::config::{HealthSettings, Settings};
 use crate::health::{FlapDamper, Health};
+use crate::metrics::Metrics;
 use crate::placement::MoveKind;
 use crate::probe::Probe;
 use crate::push::ReconcilePush;
@@ -161,6 +162,7 @@ pub struct ClusterDeps {
     pub publisher: RoutingPublisher,
     /// Node ids reported by the proxy after a failed connect.
     pub suspects: mpsc::Receiver<String>,
+    pub metrics: Arc<Metrics>,
 }
 
 struct Member {
@@ -182,6 +184,7 @@ pub struct ClusterActor {
     probe: Rc<dyn Probe>,
     publisher: RoutingPublisher,
     suspects: Option<mpsc::Receiver<String>>,
+    metrics: Arc<Metrics>,
     push: ReconcilePush,
     members: BTreeMap<String, Member>,
     started: bool,
@@ -227,6 +230,7 @@ impl ClusterActor {
             probe: deps.probe,
             publisher: deps.publisher,
             suspects: Some(deps.suspects),
+            metrics: deps.metrics,
             members: BTreeMap::new(),
             started: false,
             setup_complete: false,
@@ -414,6 +418,18 @@ impl ClusterActor {
             rebalance: decision.rebalance,
         };
         self.moves += summary.moves as u64;
+        self.metrics.decided(took, true);
+        for mv in &changes.moves {
+            self.metrics.moved(
+                match mv.kind {
+                    MoveKind::Displace(reason) => reason.as_str(),
+                    MoveKind::Revert { .. } => "revert",
+                    MoveKind::Manual { .. } => "manual",
+                    MoveKind::Rebalance => "rebalance",
+                },
+                1,
+            );
+        }
         if summary.wrote {
             tracing::info!(
                 displaced = summary.displaced,
@@ -445,6 +461,7 @@ impl ClusterActor {
 
     fn failed(&mut self, error: StoreError, ctx: &mut Context<Self>) -> String {
         self.failed_decisions += 1;
+        self.metrics.decided(Duration::ZERO, false);
         let backoff = self.backoff.map_or(FIRST_BACKOFF, |b| (b * 2).min(MAX_BACKOFF));
         self.backoff = Some(backoff);
         self.retry_at = Some(self.clock.now() + backoff);
@@ -514,6 +531,7 @@ impl ClusterActor {
                         self.health_settings.clone(),
                         self.probe.clone(),
                         ctx.address().recipient(),
+                        self.metrics.clone(),
                     )
                     .start();
                     self.members.insert(
@@ -558,6 +576,7 @@ impl Handler<NodeTransition> for ClusterActor {
             member.flap.record(now, cluster.flap_window, cluster.flap_max_transitions);
         }
         member.health = msg.transition.to;
+        self.metrics.transition(&msg.node_id, msg.transition.to);
         member.up_since = (msg.transition.to == Health::Up).then_some(now);
         if member.flap.is_damped(now, cluster.flap_window) {
             tracing::warn!(node_id = %msg.node_id, transitions = member.flap.recent(), "node is flapping; returns to it are held");

@@ -4,12 +4,14 @@
 
 use crate::config::HealthSettings;
 use crate::health::{Health, HealthMachine, Transition};
+use crate::metrics::Metrics;
 use crate::probe::{Probe, ProbeError};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Sent to the ClusterActor when this node's health changes.
@@ -70,6 +72,7 @@ pub struct NodeActor {
     settings: Rc<HealthSettings>,
     probe: Rc<dyn Probe>,
     report: Recipient<NodeTransition>,
+    metrics: Arc<Metrics>,
     machine: HealthMachine,
     /// At most one probe is in flight; the next is scheduled when it ends.
     probing: bool,
@@ -92,6 +95,7 @@ impl NodeActor {
         settings: Rc<HealthSettings>,
         probe: Rc<dyn Probe>,
         report: Recipient<NodeTransition>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         id.hash(&mut hasher);
@@ -103,6 +107,7 @@ impl NodeActor {
             settings,
             probe,
             report,
+            metrics,
             probing: false,
             next_probe: None,
             last_probe_started: None,
@@ -126,6 +131,7 @@ impl NodeActor {
 
     fn record(&mut self, result: Result<(), ProbeError>, latency: Duration) -> Option<NodeTransition> {
         self.probes += 1;
+        self.metrics.probed(&self.id, latency);
         self.last_probe_at = Some(Utc::now());
         self.last_latency = Some(latency);
         let healthy = result.is_ok();

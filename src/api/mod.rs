@@ -10,6 +10,7 @@ use crate::actors::cluster::{
     Apply, ApplyError, ClusterActor, DecisionSummary, GetClusterState, GetNodeDetails, Reconcile,
 };
 use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::placement::{MonitorId, Reason};
 use crate::reconcile::{AdminState, Command, Refusal};
 use crate::proxy::error;
@@ -33,6 +34,7 @@ pub struct Ops {
     pub db: DatabaseConnection,
     pub routing: RoutingReader,
     pub access: Arc<Access>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Why a read failed, in words that leak no internals.
@@ -108,7 +110,8 @@ pub fn configure(ops: Ops) -> impl FnOnce(&mut web::ServiceConfig) {
         let post = |path: &str, handler| {
             web::resource(path).route(handler).default_service(web::to(|req| method_not_allowed(req, "POST")))
         };
-        cfg.service(get("/lb/ready", web::get().to(ready)))
+        cfg.service(get("/metrics", web::get().to(metrics)))
+            .service(get("/lb/ready", web::get().to(ready)))
             .service(get("/lb/health", web::get().to(health)))
             .service(get("/lb/capacity", web::get().to(capacity)))
             .service(get("/lb/node-status", web::get().to(node_status)))
@@ -311,6 +314,14 @@ fn capacity_of(table: &RoutingTable) -> Value {
         "ready_capacity": ready_limit,
         "usage_percent": usage_percent(monitors, ready_limit),
     })
+}
+
+/// Prometheus text format; node ids and counts are more than liveness, so it
+/// takes a token like the rest (Prometheus sends it with `authorization`).
+async fn metrics(_: Authorized, ops: web::Data<Ops>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(ops.metrics.render(&ops.routing.load()))
 }
 
 /// Readiness, open like liveness: the database answers and a node is ready.

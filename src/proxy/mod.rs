@@ -19,7 +19,9 @@ use body::RequestBody;
 use route::{Balancer, Route, RouteInput, FIXED_COOKIE, STICKY_COOKIE};
 use serde_json::json;
 use std::cell::RefCell;
-use std::sync::Arc;
+use crate::metrics::{Metrics, ProxyShard};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::sync::mpsc;
 
 /// What every worker shares: the snapshot, the settings, and the channel on
@@ -29,6 +31,7 @@ pub struct Front {
     pub routing: RoutingReader,
     pub settings: Arc<ProxySettings>,
     pub suspects: mpsc::Sender<String>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Front {
@@ -39,11 +42,13 @@ impl Front {
     }
 }
 
-/// Per-worker state (one thread each): the pooled HTTP client and the balancer.
+/// Per-worker state (one thread each): the pooled HTTP client, the balancer and
+/// the worker's own metrics shard.
 pub struct Worker {
     pub front: Front,
     pub client: awc::Client,
     pub balancer: RefCell<Balancer>,
+    stats: Arc<Mutex<ProxyShard>>,
 }
 
 impl Worker {
@@ -59,7 +64,8 @@ impl Worker {
             .disable_redirects()
             .no_default_headers()
             .finish();
-        Worker { front, client, balancer: RefCell::default() }
+        let stats = front.metrics.shard();
+        Worker { front, client, balancer: RefCell::default(), stats }
     }
 }
 
@@ -70,6 +76,7 @@ pub fn error(status: StatusCode, code: &str, detail: impl Into<String>) -> HttpR
 
 /// The catch-all handler: choose a node, then forward HTTP or bridge a websocket.
 pub async fn forward(req: HttpRequest, payload: web::Payload, worker: web::Data<Worker>) -> HttpResponse {
+    let started = Instant::now();
     let table = worker.front.routing.load();
     let fixed = req.cookie(FIXED_COOKIE);
     let sticky = req.cookie(STICKY_COOKIE);
@@ -89,6 +96,8 @@ pub async fn forward(req: HttpRequest, payload: web::Payload, worker: web::Data<
         forward_http(&req, payload, &worker, &table, route.node).await
     };
     mark(&mut response, &table, served, &route);
+    let status = response.status().as_u16();
+    worker.stats.lock().unwrap_or_else(|e| e.into_inner()).request(&table.nodes[served].id, status, started.elapsed());
     response
 }
 

@@ -6,6 +6,7 @@
 //! live node.
 
 use super::{error, upstream_headers, Worker};
+use crate::metrics::WebsocketGuard;
 use crate::routing::{RoutingReader, RoutingTable};
 use actix_codec::Framed;
 use actix_web::http::header;
@@ -102,6 +103,7 @@ pub async fn bridge(
         Err(e) => return (error(StatusCode::BAD_REQUEST, "bad_websocket_handshake", e.to_string()), node),
     };
     let link = Link {
+        _open: worker.front.metrics.websocket(),
         routing: worker.front.routing.clone(),
         node_id: table.nodes[node].id.clone(),
         idle: settings.ws_idle_timeout,
@@ -111,6 +113,8 @@ pub async fn bridge(
 }
 
 struct Link {
+    /// Counts this bridge in the open-websockets gauge while it lives.
+    _open: WebsocketGuard,
     routing: RoutingReader,
     node_id: String,
     idle: Duration,

@@ -344,6 +344,7 @@ pub struct Supervisor {
     pub routing: RoutingReader,
     /// The proxy's side of the passive-health channel.
     pub suspects: tokio::sync::mpsc::Sender<String>,
+    pub metrics: Arc<kuma_cluster::metrics::Metrics>,
 }
 
 impl Supervisor {
@@ -360,6 +361,7 @@ impl Supervisor {
         let publisher = RoutingPublisher::new();
         let routing = publisher.reader();
         let (suspects, suspects_rx) = tokio::sync::mpsc::channel(16);
+        let metrics = Arc::new(kuma_cluster::metrics::Metrics::default());
         let addr = ClusterActor::new(ClusterDeps {
             db: db.db.clone(),
             settings: Arc::new(settings),
@@ -367,9 +369,10 @@ impl Supervisor {
             probe,
             publisher,
             suspects: suspects_rx,
+            metrics: metrics.clone(),
         })
         .start();
-        Supervisor { addr, clock, routing, suspects }
+        Supervisor { addr, clock, routing, suspects, metrics }
     }
 
     pub async fn reconcile(&self) -> kuma_cluster::actors::cluster::DecisionSummary {
