@@ -6,7 +6,7 @@ use crate::config::StaticNode;
 use crate::health::Health;
 use crate::placement::{self, ClusterView, MonitorId, MonitorView, Move, MoveKind, NodeView};
 use crate::routing::{RouteNode, RoutingTable};
-use crate::store::{Changes, ClusterRows, NewEvent, NodeStatus};
+use crate::store::{Changes, ClusterRows, NewEvent, NodeSpec, NodeStatus, NodeUpdate};
 use serde::Serialize;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -58,6 +58,13 @@ pub enum Command {
     Move { monitors: Vec<MonitorId>, to: String, pin: bool },
     /// Even out load over ready nodes; a dry run reports the plan and writes nothing.
     Rebalance { dry_run: bool, max_moves: Option<usize>, from_scratch: bool },
+    /// Register a node.
+    CreateNode(NodeSpec),
+    /// Change a node's row; `active: Some(false)` drains it like any disabled node.
+    UpdateNode(NodeUpdate),
+    /// Remove a node's row; with `force`, its monitors are moved away first, in
+    /// the same transaction.
+    DeleteNode { node: String, force: bool },
 }
 
 impl Command {
@@ -99,6 +106,12 @@ pub enum Refusal {
     InService(String),
     #[error("the supervisor is waiting for every node's first health verdict")]
     NotStarted,
+    #[error("node {0:?} exists already")]
+    NodeExists(String),
+    #[error("node {0:?} still runs {1} monitors; delete with force=true to move them away first")]
+    NodeHoldsMonitors(String, usize),
+    #[error("node {0:?} is defined in the configuration; remove it there")]
+    Configured(String),
 }
 pub struct Inputs<'a> {
     pub nodes: &'a HashMap<String, NodeInput>,
@@ -122,6 +135,8 @@ pub struct Decision {
     /// The routing table as it stands once `changes` have committed.
     pub table: RoutingTable,
     pub rebalance: Option<RebalanceReport>,
+    /// Every node that exists once `changes` have committed, with its address.
+    pub members: Vec<(String, Option<String>)>,
 }
 
 fn spread(view: &ClusterView) -> usize {
@@ -131,46 +146,78 @@ fn spread(view: &ClusterView) -> usize {
     max.saturating_sub(min.min(max))
 }
 
-/// What [`decide`] needs of a node, from its row or from configuration.
-struct NodeFacts<'a> {
-    id: &'a str,
-    host: Option<&'a str>,
-    status: Option<&'a str>,
+/// What [`decide`] needs of a node, from its row, from configuration or from a
+/// command.
+struct NodeFacts {
+    id: String,
+    host: Option<String>,
+    status: Option<String>,
     enabled: bool,
     is_primary: bool,
 }
 
 pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> {
-    let register: Vec<StaticNode> = inputs
-        .static_nodes
-        .iter()
-        .filter(|s| !rows.nodes.iter().any(|n| n.id == s.id))
-        .cloned()
-        .collect();
-    let facts: Vec<NodeFacts> = rows
+    let mut changes = Changes::default();
+    let mut facts: Vec<NodeFacts> = rows
         .nodes
         .iter()
         .map(|n| NodeFacts {
-            id: &n.id,
-            host: n.host.as_deref(),
-            status: n.status.as_deref(),
+            id: n.id.clone(),
+            host: n.host.clone(),
+            status: n.status.clone(),
             enabled: n.enabled,
             is_primary: n.is_primary,
         })
-        .chain(register.iter().map(|s| NodeFacts {
-            id: &s.id,
-            host: Some(&s.host),
-            status: None,
-            enabled: true,
-            is_primary: false,
-        }))
         .collect();
+    for s in inputs.static_nodes.iter().filter(|s| !rows.nodes.iter().any(|n| n.id == s.id)) {
+        register(&mut facts, &mut changes, NodeSpec::from(s));
+    }
+    let mut deleting = None;
+    match inputs.command {
+        Some(Command::CreateNode(spec)) => {
+            if facts.iter().any(|f| f.id == spec.id) {
+                return Err(Refusal::NodeExists(spec.id.clone()));
+            }
+            register(&mut facts, &mut changes, spec.clone());
+        }
+        Some(Command::UpdateNode(update)) => {
+            let fact = facts.iter_mut().find(|f| f.id == update.id).ok_or_else(|| Refusal::UnknownNode(update.id.clone()))?;
+            if let Some(host) = &update.host {
+                fact.host = Some(host.clone());
+            }
+            if let Some(active) = update.active {
+                fact.enabled = active;
+            }
+            if update.primary == Some(true) {
+                make_only_primary(&mut facts, &mut changes, &update.id);
+            }
+            changes.updates.push(update.clone());
+        }
+        Some(Command::DeleteNode { node, force }) => {
+            if inputs.static_nodes.iter().any(|s| &s.id == node) {
+                return Err(Refusal::Configured(node.clone()));
+            }
+            let fact = facts.iter_mut().find(|f| &f.id == node).ok_or_else(|| Refusal::UnknownNode(node.clone()))?;
+            let holds = rows
+                .monitors
+                .iter()
+                .filter(|m| m.active && m.assigned.as_deref().or(m.home.as_deref()) == Some(node.as_str()))
+                .count();
+            if holds > 0 && !force {
+                return Err(Refusal::NodeHoldsMonitors(node.clone(), holds));
+            }
+            // planned as disabled, so its monitors leave in this same decision
+            fact.enabled = false;
+            deleting = Some(node.clone());
+        }
+        _ => {}
+    }
     let input = |id: &str| inputs.nodes.get(id).copied().unwrap_or(NodeInput::UNKNOWN);
-    let started = inputs.started || facts.iter().all(|n| input(n.id).health != Health::Unknown);
+    let started = inputs.started || facts.iter().all(|n| input(&n.id).health != Health::Unknown);
     let mut admin: HashMap<&str, AdminState> = rows.admin.iter().map(|(id, s)| (id.as_str(), *s)).collect();
     let mut admin_change = None;
     if let Some(Command::SetAdmin { node, state }) = inputs.command {
-        if !facts.iter().any(|n| n.id == node) {
+        if !facts.iter().any(|n| &n.id == node) {
             return Err(Refusal::UnknownNode(node.clone()));
         }
         let previous = match state {
@@ -190,11 +237,11 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> 
         nodes: facts
             .iter()
             .map(|n| {
-                let i = input(n.id);
+                let i = input(&n.id);
                 NodeView {
-                    id: n.id.to_owned(),
+                    id: n.id.clone(),
                     health: i.health,
-                    enabled: n.enabled && !admin.contains_key(n.id),
+                    enabled: n.enabled && !admin.contains_key(n.id.as_str()),
                     stable: i.stable,
                     settled: i.settled,
                     limit: inputs.limit,
@@ -218,7 +265,7 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> 
     ledger.stale.extend(ledger.origins.values().flat_map(|o| o.rows.iter().copied()));
     ledger.stale.sort_unstable();
 
-    let mut changes = Changes { register: register.clone(), admin: admin_change.into_iter().collect(), ..Changes::default() };
+    changes.admin.extend(admin_change);
     let mut manual = Vec::new();
     if let Some(Command::Move { monitors, to, pin }) = inputs.command {
         if !started {
@@ -253,14 +300,14 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> 
     }
     if started {
         let plan = placement::plan(&view);
-        for n in &facts {
-            let wanted = match input(n.id).health {
+        for n in facts.iter().filter(|n| deleting.as_ref() != Some(&n.id)) {
+            let wanted = match input(&n.id).health {
                 Health::Up => NodeStatus::Online,
                 Health::Down => NodeStatus::Offline,
                 Health::Unknown => continue,
             };
-            if n.status != Some(wanted.as_str()) {
-                changes.statuses.push((n.id.to_owned(), wanted));
+            if n.status.as_deref() != Some(wanted.as_str()) {
+                changes.statuses.push((n.id.clone(), wanted));
             }
         }
         view.apply(&plan.moves);
@@ -283,16 +330,74 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> 
             });
             manual.extend(moves);
         }
+        if let Some(node) = &deleting {
+            let left = view.monitors.iter().filter(|m| m.active && m.effective() == Some(node.as_str())).count();
+            if left > 0 {
+                return Err(Refusal::NodeHoldsMonitors(node.clone(), left));
+            }
+        }
         changes.close.extend(ledger.stale);
         changes.events = events(&changes.admin, &changes.statuses, &manual, changes.close.len());
         changes.moves = manual;
         stranded = plan.stranded;
         over_capacity = plan.over_capacity;
+    } else if deleting.is_some() {
+        return Err(Refusal::NotStarted);
     } else {
         changes.events = events(&changes.admin, &[], &[], 0);
     }
+    changes.deletes.extend(deleting);
+    changes.events.extend(node_events(&changes));
+    facts.retain(|f| !changes.deletes.contains(&f.id));
+    view.nodes.retain(|n| !changes.deletes.contains(&n.id));
     let table = routing_table(&view, &facts, inputs.setup_complete);
-    Ok(Decision { started, unreadable_moves: rows.unreadable_moves, changes, stranded, over_capacity, table, rebalance })
+    let members = facts.into_iter().map(|f| (f.id, f.host)).collect();
+    Ok(Decision {
+        started,
+        unreadable_moves: rows.unreadable_moves,
+        changes,
+        stranded,
+        over_capacity,
+        table,
+        rebalance,
+        members,
+    })
+}
+
+fn register(facts: &mut Vec<NodeFacts>, changes: &mut Changes, spec: NodeSpec) {
+    if spec.primary {
+        make_only_primary(facts, changes, &spec.id);
+    }
+    facts.push(NodeFacts {
+        id: spec.id.clone(),
+        host: Some(spec.host.clone()),
+        status: None,
+        enabled: spec.active,
+        is_primary: spec.primary,
+    });
+    changes.register.push(spec);
+}
+
+/// One primary at a time: the others stop being primary in the same decision.
+fn make_only_primary(facts: &mut [NodeFacts], changes: &mut Changes, id: &str) {
+    for f in facts.iter_mut() {
+        if f.id == id {
+            f.is_primary = true;
+        } else if f.is_primary {
+            f.is_primary = false;
+            changes.updates.push(NodeUpdate { id: f.id.clone(), primary: Some(false), ..NodeUpdate::default() });
+        }
+    }
+}
+
+fn node_events(changes: &Changes) -> Vec<NewEvent> {
+    let event = |kind, id: &str, detail| NewEvent { kind, node_id: Some(id.to_owned()), outcome: "committed", detail };
+    let created = changes.register.iter().map(|n| event("node_created", &n.id, json!({ "host": n.host })));
+    let updated = changes.updates.iter().map(|u| {
+        event("node_updated", &u.id, json!({ "host": u.host, "active": u.active, "is_primary": u.primary, "node_name": u.name }))
+    });
+    let deleted = changes.deletes.iter().map(|id| event("node_deleted", id, json!({})));
+    created.chain(updated).chain(deleted).collect()
 }
 
 /// One event per administrative change, per node status change, per (reason,
@@ -355,6 +460,7 @@ fn events(
 }
 
 fn routing_table(view: &ClusterView, facts: &[NodeFacts], setup_complete: bool) -> RoutingTable {
+    debug_assert_eq!(view.nodes.len(), facts.len());
     let loads = view.loads();
     let nodes: Vec<RouteNode> = view
         .nodes
@@ -362,7 +468,7 @@ fn routing_table(view: &ClusterView, facts: &[NodeFacts], setup_complete: bool) 
         .zip(facts)
         .map(|(n, f)| RouteNode {
             id: n.id.clone(),
-            host: f.host.map(str::to_owned),
+            host: f.host.clone(),
             health: n.health,
             ready: n.ready(),
             enabled: n.enabled,
@@ -381,7 +487,7 @@ fn routing_table(view: &ClusterView, facts: &[NodeFacts], setup_complete: bool) 
         generation: 0,
         nodes,
         monitors,
-        primary: facts.iter().find(|f| f.is_primary).map(|f| f.id.to_owned()),
+        primary: facts.iter().find(|f| f.is_primary).map(|f| f.id.clone()),
         setup_complete,
     }
 }
@@ -475,6 +581,21 @@ mod tests {
     }
 
     #[test]
+    fn a_node_from_the_configuration_cannot_be_deleted_and_a_busy_one_needs_force() {
+        let nodes: HashMap<String, NodeInput> = [("a".to_string(), up()), ("b".to_string(), up())].into();
+        let statics = vec![StaticNode { id: "a".into(), host: "a:3001".into(), name: None }];
+        let delete = |node: &str, force| Command::DeleteNode { node: node.into(), force };
+        let inputs = |command| Inputs { nodes: &nodes, static_nodes: &statics, limit: 1000, started: true, setup_complete: true, command };
+        let (configured, busy, forced) = (delete("a", true), delete("b", false), delete("b", true));
+        assert_eq!(decide(&rows(), &inputs(Some(&configured))).unwrap_err(), Refusal::Configured("a".into()));
+        assert_eq!(decide(&rows(), &inputs(Some(&busy))).unwrap_err(), Refusal::NodeHoldsMonitors("b".into(), 2));
+        let d = decide(&rows(), &inputs(Some(&forced))).unwrap();
+        assert_eq!(d.changes.deletes, vec!["b".to_string()]);
+        assert!(d.changes.moves.iter().all(|m| m.from.as_deref() == Some("b") && m.to == "a"));
+        assert!(d.table.node("b").is_none() && d.members.iter().all(|(id, _)| id != "b"));
+    }
+
+    #[test]
     fn missing_static_nodes_are_registered() {
         let statics = vec![StaticNode { id: "c".into(), host: "c:3001".into(), name: None }];
         let nodes: HashMap<String, NodeInput> = [("a".to_string(), up()), ("b".to_string(), up())].into();
@@ -483,7 +604,7 @@ mod tests {
             &Inputs { nodes: &nodes, static_nodes: &statics, limit: 1000, started: false, setup_complete: true, command: None },
         )
         .unwrap();
-        assert_eq!(d.changes.register, statics);
+        assert_eq!(d.changes.register, vec![NodeSpec::from(&statics[0])]);
         assert!(!d.started, "the registered node has no verdict yet");
     }
 }

@@ -18,7 +18,9 @@ use std::sync::Arc;
 const TOKEN: &str = "first-token-0123456789";
 const SECOND: &str = "second-token-0123456789";
 
-const PROTECTED: [&str; 10] = [
+const PROTECTED: [&str; 12] = [
+    "/lb/nodes",
+    "/lb/nodes/node1",
     "/lb/rebalancing-status",
     "/lb/health",
     "/lb/capacity",
@@ -82,6 +84,20 @@ async fn stack(t: TestDb, api: &[(&str, &str)]) -> Stack {
 }
 
 impl Stack {
+    async fn send(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let method = actix_web::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .insert_header(("authorization", format!("Bearer {TOKEN}")));
+        let mut response = match body {
+            Some(body) => request.send_json(&body).await.unwrap(),
+            None => request.send().await.unwrap(),
+        };
+        let bytes = response.body().limit(1 << 22).await.unwrap();
+        (response.status(), serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
     async fn post(&self, path: &str, body: Option<Value>, token: Option<&str>) -> (StatusCode, Value) {
         let mut request = self.client.post(format!("{}{path}", self.base));
         if let Some(token) = token {
@@ -295,7 +311,53 @@ async fn a_rebalance_dry_run_changes_nothing_and_the_applied_plan_evens_load_min
     s.t.drop_db().await;
 }
 
+async fn nodes_are_listed_created_updated_and_deleted_through_the_supervisor(t: TestDb) {
+    let s = stack(t, &[]).await;
+    let (status, list) = s.get("/lb/nodes", Some(TOKEN)).await;
+    assert_eq!((status, list["nodes"].as_array().unwrap().len()), (StatusCode::OK, 3));
+    let node1 = &list["nodes"][0];
+    assert_eq!((node1["node_id"].as_str(), node1["is_primary"].as_bool(), node1["ready"].as_bool()), (Some("node1"), Some(true), Some(true)));
+    assert_eq!((node1["monitor_count"].as_u64(), node1["admin_state"].clone()), (Some(10), Value::Null));
+
+    let new = serde_json::json!({ "node_id": "node4", "host": "127.0.0.1:9", "is_primary": true });
+    let (status, created) = s.send("POST", "/lb/nodes", Some(new.clone())).await;
+    assert_eq!((status, created["node"]["node_id"].as_str()), (StatusCode::CREATED, Some("node4")), "{created}");
+    assert_eq!(created["node"]["node_name"], "node4");
+    let (_, node1) = s.get("/lb/nodes/node1", Some(TOKEN)).await;
+    assert_eq!(node1["is_primary"], false, "one primary at a time");
+    assert!(s.sup.state().await.nodes.iter().any(|n| n.node_id == "node4"), "the new node is supervised");
+    let (status, again) = s.send("POST", "/lb/nodes", Some(new)).await;
+    assert_eq!((status, again["error"].as_str()), (StatusCode::CONFLICT, Some("node_exists")));
+
+    let (status, renamed) = s.send("PUT", "/lb/nodes/node4", Some(serde_json::json!({ "node_name": "Edge" }))).await;
+    assert_eq!((status, renamed["node"]["node_name"].as_str()), (StatusCode::OK, Some("Edge")));
+    let (status, _) = s.send("PUT", "/lb/nodes/node2", Some(serde_json::json!({ "active": false }))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(s.running_on("node2").await, 0, "a deactivated node is drained in the same transaction");
+
+    let before = s.footprint().await;
+    let (status, held) = s.send("DELETE", "/lb/nodes/node3", None).await;
+    assert_eq!((status, held["error"].as_str()), (StatusCode::CONFLICT, Some("node_holds_monitors")), "{held}");
+    assert_eq!(s.footprint().await, before, "a refused delete changes nothing");
+    let (status, _) = s.send("DELETE", "/lb/nodes/node3?force=true", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(s.t.count("SELECT COUNT(*) FROM node WHERE node_id = 'node3'").await, 0);
+    assert_eq!((s.running_on("node3").await, s.running_on("node1").await), (0, 30), "its monitors moved first");
+    assert!(s.sup.state().await.nodes.iter().all(|n| n.node_id != "node3"), "supervision of node3 ended");
+    assert!(s.sup.routing.load().node("node3").is_none());
+    assert_eq!(s.send("DELETE", "/lb/nodes/node4", None).await.0, StatusCode::OK, "an empty node goes without force");
+    let (status, missing) = s.get("/lb/nodes/node9", Some(TOKEN)).await;
+    assert_eq!((status, missing["error"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_node")));
+    let (_, events) = s.get("/lb/events?per_page=100", Some(TOKEN)).await;
+    let kinds: Vec<&str> = events["items"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    for kind in ["node_created", "node_updated", "node_deleted"] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    s.t.drop_db().await;
+}
+
 on_both_backends!(
+    nodes_are_listed_created_updated_and_deleted_through_the_supervisor,
     a_rebalance_dry_run_changes_nothing_and_the_applied_plan_evens_load_minimally,
     every_protected_endpoint_refuses_a_missing_or_wrong_token_with_401,
     events_and_moves_are_paged_newest_first_and_filtered,
@@ -446,6 +508,33 @@ fn clients_outside_the_allow_list_get_403_on_lb_paths_only() {
         assert_eq!(s.get("/health", None).await.0, StatusCode::OK, "/health is not under /lb/");
         let allowed = stack(TestDb::sqlite().await, &[("KUMA_CLUSTER__API__ALLOW", "10.0.0.0/8,127.0.0.0/8")]).await;
         assert_eq!(allowed.get("/lb/health", Some(TOKEN)).await.0, StatusCode::OK);
+    });
+}
+
+#[test]
+fn bad_node_requests_are_refused_with_400_or_405_and_change_nothing() {
+    common::run(async {
+        let s = stack(TestDb::sqlite().await, &[]).await;
+        let before = s.footprint().await;
+        for (method, path, body) in [
+            ("POST", "/lb/nodes", Some(serde_json::json!({ "node_id": "has space", "host": "h:1" }))),
+            ("POST", "/lb/nodes", Some(serde_json::json!({ "node_id": "node9", "host": "no-port" }))),
+            ("POST", "/lb/nodes", Some(serde_json::json!({ "node_id": "node9", "host": "h:0" }))),
+            ("POST", "/lb/nodes", Some(serde_json::json!({ "node_id": "node9", "host": "h:1", "color": "red" }))),
+            ("POST", "/lb/nodes", Some(serde_json::json!({ "node_id": "node9" }))),
+            ("PUT", "/lb/nodes/node1", Some(serde_json::json!({}))),
+            ("PUT", "/lb/nodes/node1", Some(serde_json::json!({ "node_name": "" }))),
+            ("DELETE", "/lb/nodes/node1?force=maybe", None),
+        ] {
+            let (status, body) = s.send(method, path, body.clone()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {path} {body}");
+            assert!(body["error"].is_string() && body["detail"].is_string());
+        }
+        let (status, _) = s.send("PATCH", "/lb/nodes/node1", None).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        let (status, _) = s.send("PUT", "/lb/nodes/node9", Some(serde_json::json!({ "active": true }))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(s.footprint().await, before);
     });
 }
 

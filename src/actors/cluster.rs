@@ -310,28 +310,27 @@ impl ClusterActor {
                 Ok(decision) => decision,
                 Err(refusal) => return Ok(Err(refusal)),
             };
-            let hosts: Vec<(String, Option<String>)> = rows.nodes.into_iter().map(|n| (n.id, n.host)).collect();
             // a dry run only reports: its transaction is dropped unwritten
             if command.as_ref().is_some_and(Command::is_dry_run) {
-                return Ok(Ok((decision, hosts, setup_complete, begun.elapsed(), false)));
+                return Ok(Ok((decision, setup_complete, begun.elapsed(), false)));
             }
             if !decision.changes.is_empty() {
                 store::write(&txn, &decision.changes, chrono::Utc::now()).await?;
             }
             txn.commit().await?;
-            Ok::<_, StoreError>(Ok((decision, hosts, setup_complete, begun.elapsed(), true)))
+            Ok::<_, StoreError>(Ok((decision, setup_complete, begun.elapsed(), true)))
         };
         ctx.spawn(run.into_actor(self).map(move |result, act, ctx| {
             act.busy = false;
             act.rebalancing = false;
             let outcome = match result {
-                Ok(Ok((decision, hosts, setup_complete, took, written))) => {
+                Ok(Ok((decision, setup_complete, took, written))) => {
                     act.setup_complete = setup_complete;
                     if let Some(report) = &decision.rebalance {
                         act.last_rebalance = Some(RebalanceStatus::of(report, took));
                     }
                     if written {
-                        Ok(act.committed(decision, &hosts, took, ctx))
+                        Ok(act.committed(decision, took, ctx))
                     } else {
                         Ok(DecisionSummary {
                             rebalance: decision.rebalance,
@@ -375,13 +374,7 @@ impl ClusterActor {
         }
     }
 
-    fn committed(
-        &mut self,
-        decision: Decision,
-        hosts: &[(String, Option<String>)],
-        took: Duration,
-        ctx: &mut Context<Self>,
-    ) -> DecisionSummary {
+    fn committed(&mut self, decision: Decision, took: Duration, ctx: &mut Context<Self>) -> DecisionSummary {
         self.decisions += 1;
         self.backoff = None;
         self.retry_at = None;
@@ -390,7 +383,7 @@ impl ClusterActor {
             self.started = true;
             tracing::info!(nodes = self.members.len(), "every node has a verdict; supervision begins");
         }
-        self.sync_members(hosts, ctx);
+        self.sync_members(&decision.members, ctx);
         self.committed_table = decision.table.clone();
         self.publisher.publish(decision.table);
 

@@ -15,7 +15,7 @@ use crate::placement::{MonitorId, Reason};
 use crate::reconcile::{AdminState, Command, Refusal};
 use crate::proxy::error;
 use crate::routing::{RouteNode, RoutingReader, RoutingTable};
-use crate::store::{self, StoreError};
+use crate::store::{self, NodeSpec, NodeUpdate, StoreError};
 use actix::Addr;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -58,9 +58,14 @@ impl ResponseError for ApiError {
             ApiError::Database(_) | ApiError::Supervisor => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadQuery(_) | ApiError::BadBody(_) => StatusCode::BAD_REQUEST,
             ApiError::Refused(Refusal::UnknownNode(_) | Refusal::UnknownMonitors(_)) => StatusCode::NOT_FOUND,
-            ApiError::Refused(Refusal::NodeNotReady(_) | Refusal::InService(_) | Refusal::NotStarted) => {
-                StatusCode::CONFLICT
-            }
+            ApiError::Refused(
+                Refusal::NodeNotReady(_)
+                | Refusal::InService(_)
+                | Refusal::NotStarted
+                | Refusal::NodeExists(_)
+                | Refusal::NodeHoldsMonitors(..)
+                | Refusal::Configured(_),
+            ) => StatusCode::CONFLICT,
         }
     }
 
@@ -78,6 +83,9 @@ impl ResponseError for ApiError {
             ApiError::Refused(Refusal::NodeNotReady(_)) => "node_not_ready",
             ApiError::Refused(Refusal::InService(_)) => "node_in_service",
             ApiError::Refused(Refusal::NotStarted) => "not_started",
+            ApiError::Refused(Refusal::NodeExists(_)) => "node_exists",
+            ApiError::Refused(Refusal::NodeHoldsMonitors(..)) => "node_holds_monitors",
+            ApiError::Refused(Refusal::Configured(_)) => "node_in_config",
         };
         error(self.status_code(), code, self.to_string())
     }
@@ -121,6 +129,19 @@ pub fn configure(ops: Ops) -> impl FnOnce(&mut web::ServiceConfig) {
             .service(get("/lb/system-status", web::get().to(system_status)))
             .service(get("/lb/events", web::get().to(events)))
             .service(get("/lb/moves", web::get().to(moves)))
+            .service(
+                web::resource("/lb/nodes")
+                    .route(web::get().to(list_nodes))
+                    .route(web::post().to(create_node))
+                    .default_service(web::to(|req| method_not_allowed(req, "GET, POST"))),
+            )
+            .service(
+                web::resource("/lb/nodes/{id}")
+                    .route(web::get().to(get_node))
+                    .route(web::put().to(update_node))
+                    .route(web::delete().to(delete_node))
+                    .default_service(web::to(|req| method_not_allowed(req, "GET, PUT, DELETE"))),
+            )
             .service(post("/lb/nodes/{id}/drain", web::post().to(drain)))
             .service(post("/lb/nodes/{id}/maintenance", web::post().to(maintenance)))
             .service(post("/lb/nodes/{id}/undrain", web::post().to(undrain)))
@@ -264,6 +285,140 @@ async fn force_rebalance_all(_: Authorized, ops: web::Data<Ops>, body: web::Byte
 async fn rebalancing_status(_: Authorized, ops: web::Data<Ops>) -> Result<HttpResponse, ApiError> {
     let state = ops.cluster.send(GetClusterState).await.map_err(|_| ApiError::Supervisor)?;
     Ok(HttpResponse::Ok().json(json!({ "running": state.rebalancing, "last": state.last_rebalance })))
+}
+
+/// A node row joined with what the snapshot knows of it.
+async fn node_view(ops: &Ops) -> Result<Vec<Value>, ApiError> {
+    let table = ops.routing.load();
+    Ok(store::nodes(&ops.db)
+        .await?
+        .into_iter()
+        .map(|n| {
+            let route = table.node(&n.node_id);
+            let mut value = serde_json::to_value(&n).unwrap_or(Value::Null);
+            value["state"] = json!(route.map_or(Health::Unknown, |r| r.health));
+            value["ready"] = json!(route.is_some_and(|r| r.ready));
+            value["monitor_count"] = json!(route.map_or(0, |r| r.monitor_count));
+            value
+        })
+        .collect())
+}
+
+async fn list_nodes(_: Authorized, ops: web::Data<Ops>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(json!({ "nodes": node_view(&ops).await? })))
+}
+
+async fn one_node(ops: &Ops, id: &str) -> Result<Value, ApiError> {
+    node_view(ops)
+        .await?
+        .into_iter()
+        .find(|n| n["node_id"] == id)
+        .ok_or_else(|| Refusal::UnknownNode(id.to_owned()).into())
+}
+
+async fn get_node(_: Authorized, ops: web::Data<Ops>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(one_node(&ops, &id).await?))
+}
+
+fn valid_node_id(id: &str) -> Result<(), ApiError> {
+    let ok = (1..=50).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    ok.then_some(()).ok_or_else(|| ApiError::BadBody("node_id is 1 to 50 letters, digits, '-', '_' or '.'".into()))
+}
+
+fn valid_host(host: &str) -> Result<(), ApiError> {
+    let port_ok = host.rsplit_once(':').is_some_and(|(name, port)| {
+        !name.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+    });
+    let ok = host.len() <= 45 && port_ok && !host.chars().any(|c| c.is_whitespace() || c == '/');
+    ok.then_some(()).ok_or_else(|| ApiError::BadBody("host is hostname:port, at most 45 characters".into()))
+}
+
+fn valid_name(name: &str) -> Result<(), ApiError> {
+    let ok = (1..=100).contains(&name.len());
+    ok.then_some(()).ok_or_else(|| ApiError::BadBody("node_name is 1 to 100 characters".into()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewNode {
+    node_id: String,
+    node_name: Option<String>,
+    host: String,
+    active: Option<bool>,
+    is_primary: Option<bool>,
+}
+
+async fn create_node(_: Authorized, ops: web::Data<Ops>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let new: NewNode = json_body(&body)?;
+    valid_node_id(&new.node_id)?;
+    valid_host(&new.host)?;
+    if let Some(name) = &new.node_name {
+        valid_name(name)?;
+    }
+    let spec = NodeSpec {
+        name: new.node_name.unwrap_or_else(|| new.node_id.clone()),
+        id: new.node_id.clone(),
+        host: new.host,
+        active: new.active.unwrap_or(true),
+        primary: new.is_primary.unwrap_or(false),
+    };
+    let summary = apply(&ops, Command::CreateNode(spec)).await?;
+    Ok(HttpResponse::Created().json(json!({ "node": one_node(&ops, &new.node_id).await?, "summary": summary })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodePatch {
+    node_name: Option<String>,
+    host: Option<String>,
+    active: Option<bool>,
+    is_primary: Option<bool>,
+}
+
+async fn update_node(
+    _: Authorized,
+    ops: web::Data<Ops>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let patch: NodePatch = json_body(&body)?;
+    if patch.node_name.is_none() && patch.host.is_none() && patch.active.is_none() && patch.is_primary.is_none() {
+        return Err(ApiError::BadBody("name at least one of node_name, host, active, is_primary".into()));
+    }
+    if let Some(host) = &patch.host {
+        valid_host(host)?;
+    }
+    if let Some(name) = &patch.node_name {
+        valid_name(name)?;
+    }
+    let update = NodeUpdate {
+        id: id.to_string(),
+        name: patch.node_name,
+        host: patch.host,
+        active: patch.active,
+        primary: patch.is_primary,
+    };
+    let summary = apply(&ops, Command::UpdateNode(update)).await?;
+    Ok(HttpResponse::Ok().json(json!({ "node": one_node(&ops, &id).await?, "summary": summary })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+/// Refused while the node runs monitors, unless `?force=true`, which moves them
+/// away in the same transaction that deletes the row.
+async fn delete_node(
+    _: Authorized,
+    ops: web::Data<Ops>,
+    id: web::Path<String>,
+    query: web::Query<DeleteQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let summary = apply(&ops, Command::DeleteNode { node: id.to_string(), force: query.force }).await?;
+    Ok(HttpResponse::Ok().json(json!({ "success": true, "deleted": id.as_str(), "summary": summary })))
 }
 
 /// Re-reads every count from the database now instead of at the next tick.

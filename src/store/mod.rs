@@ -83,10 +83,44 @@ pub struct NewEvent {
     pub detail: serde_json::Value,
 }
 
+/// A node row to insert.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeSpec {
+    pub id: String,
+    pub name: String,
+    pub host: String,
+    pub active: bool,
+    pub primary: bool,
+}
+
+impl From<&StaticNode> for NodeSpec {
+    fn from(s: &StaticNode) -> Self {
+        NodeSpec {
+            id: s.id.clone(),
+            name: s.name.clone().unwrap_or_else(|| s.id.clone()),
+            host: s.host.clone(),
+            active: true,
+            primary: false,
+        }
+    }
+}
+
+/// Columns of a node row to change; `None` leaves a column as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeUpdate {
+    pub id: String,
+    pub name: Option<String>,
+    pub host: Option<String>,
+    pub active: Option<bool>,
+    pub primary: Option<bool>,
+}
+
 /// All writes of one decision.
 #[derive(Clone, Debug, Default)]
 pub struct Changes {
-    pub register: Vec<StaticNode>,
+    pub register: Vec<NodeSpec>,
+    pub updates: Vec<NodeUpdate>,
+    pub deletes: Vec<String>,
     /// A node's administrative state: set, or cleared with `None`.
     pub admin: Vec<(String, Option<AdminState>)>,
     pub statuses: Vec<(String, NodeStatus)>,
@@ -98,6 +132,8 @@ pub struct Changes {
 impl Changes {
     pub fn is_empty(&self) -> bool {
         self.register.is_empty()
+            && self.updates.is_empty()
+            && self.deletes.is_empty()
             && self.admin.is_empty()
             && self.statuses.is_empty()
             && self.moves.is_empty()
@@ -211,14 +247,34 @@ pub async fn write(c: &impl ConnectionTrait, changes: &Changes, now: DateTime<Ut
     for n in &changes.register {
         let row = node::ActiveModel {
             node_id: Set(n.id.clone()),
-            node_name: Set(n.name.clone().unwrap_or_else(|| n.id.clone())),
+            node_name: Set(n.name.clone()),
             host: Set(Some(n.host.clone())),
             status: NotSet,
-            active: NotSet,
-            is_primary: NotSet,
+            active: Set(Some(n.active)),
+            is_primary: Set(Some(n.primary)),
             last_seen: NotSet,
         };
         node::Entity::insert(row).exec_without_returning(c).await?;
+    }
+    for u in &changes.updates {
+        let mut update = node::Entity::update_many();
+        if let Some(name) = &u.name {
+            update = update.col_expr(node::Column::NodeName, Expr::value(name.clone()));
+        }
+        if let Some(host) = &u.host {
+            update = update.col_expr(node::Column::Host, Expr::value(host.clone()));
+        }
+        if let Some(active) = u.active {
+            update = update.col_expr(node::Column::Active, Expr::value(active));
+        }
+        if let Some(primary) = u.primary {
+            update = update.col_expr(node::Column::IsPrimary, Expr::value(primary));
+        }
+        update.filter(node::Column::NodeId.eq(u.id.as_str())).exec(c).await?;
+    }
+    for id in &changes.deletes {
+        node_admin::Entity::delete_by_id(id.clone()).exec(c).await?;
+        node::Entity::delete_by_id(id.clone()).exec(c).await?;
     }
     for (id, state) in &changes.admin {
         node_admin::Entity::delete_by_id(id.clone()).exec(c).await?;
@@ -437,6 +493,64 @@ pub async fn last_seen(c: &impl ConnectionTrait) -> Result<Vec<(String, Option<S
         .into_tuple()
         .all(c)
         .await?)
+}
+
+/// A node's row as the node admin API shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct NodeInfo {
+    pub node_id: String,
+    pub node_name: String,
+    pub host: Option<String>,
+    pub status: Option<String>,
+    pub active: bool,
+    pub is_primary: bool,
+    pub last_seen: Option<String>,
+    /// `drain` or `maintenance` when an operator took it out of service.
+    pub admin_state: Option<String>,
+}
+
+pub async fn nodes(c: &impl ConnectionTrait) -> Result<Vec<NodeInfo>, StoreError> {
+    let admin: std::collections::HashMap<String, String> =
+        node_admin::Entity::find().all(c).await?.into_iter().map(|a| (a.node_id, a.state)).collect();
+    let rows = node::Entity::find()
+        .select_only()
+        .columns([
+            node::Column::NodeId,
+            node::Column::NodeName,
+            node::Column::Host,
+            node::Column::Status,
+            node::Column::Active,
+            node::Column::IsPrimary,
+        ])
+        .column_as(Expr::cust("CAST(last_seen AS CHAR)"), "last_seen")
+        .order_by_asc(node::Column::NodeId)
+        .into_model::<NodeColumns>()
+        .all(c)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|n| NodeInfo {
+            admin_state: admin.get(&n.node_id).cloned(),
+            node_id: n.node_id,
+            node_name: n.node_name,
+            host: n.host,
+            status: n.status,
+            active: n.active.unwrap_or(true),
+            is_primary: n.is_primary.unwrap_or(false),
+            last_seen: n.last_seen,
+        })
+        .collect())
+}
+
+#[derive(sea_orm::FromQueryResult)]
+struct NodeColumns {
+    node_id: String,
+    node_name: String,
+    host: Option<String>,
+    status: Option<String>,
+    active: Option<bool>,
+    is_primary: Option<bool>,
+    last_seen: Option<String>,
 }
 
 /// A round trip to the database.
