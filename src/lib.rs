@@ -6,6 +6,7 @@
 //! - [`config`]: settings from `config/default.toml`, a file and the environment, all validated.
 //! - [`health`]: the pure node health state machine and flap damping.
 //! - [`metrics`]: Prometheus counters and histograms, rendered at `/metrics`.
+//! - [`ops_client`]: the operator command line client of the operations API.
 //! - [`placement`]: pure planning of where monitors run (failover, revert, repair).
 //! - [`reconcile`]: one pure decision: rows + node health → writes + routing table.
 //! - [`store`]: every database query; migrations come from the `migration` crate.
@@ -26,6 +27,7 @@ pub mod clock;
 pub mod config;
 pub mod health;
 pub mod metrics;
+pub mod ops_client;
 pub mod placement;
 pub mod probe;
 pub mod proxy;

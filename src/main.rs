@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use kuma_cluster::config::Settings;
+use kuma_cluster::ops_client::{Action, OpsClient};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,10 +23,94 @@ enum Command {
     Serve,
     /// Run the database migrations and exit
     Migrate,
+    /// Show the cluster: supervision, capacity and every node
+    Status(Remote),
+    /// Show every node's health and probe state
+    Nodes(Remote),
+    /// Move every monitor off a node and keep it out of service
+    Drain(NodeArg),
+    /// Return a drained or maintenance node to service
+    Undrain(NodeArg),
+    /// Like drain, marked as maintenance
+    Maintenance(NodeArg),
+    /// Even out monitors over the ready nodes
+    Rebalance {
+        #[command(flatten)]
+        remote: Remote,
+        /// Show the plan without changing anything
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_name = "N")]
+        max_moves: Option<usize>,
+    },
+    /// Move monitors to a node as a manual override
+    Move {
+        #[command(flatten)]
+        remote: Remote,
+        /// The node that gets the monitors
+        #[arg(long, value_name = "NODE")]
+        to: String,
+        /// Keep them there through rebalancing
+        #[arg(long)]
+        pin: bool,
+        #[arg(required = true, value_name = "MONITOR_ID")]
+        monitors: Vec<u32>,
+    },
+}
+
+/// Where the operations API is and how to sign in.
+#[derive(clap::Args)]
+struct Remote {
+    /// Base address of a running kuma-cluster
+    #[arg(long, env = "KUMA_CLUSTER_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// One of its api.tokens
+    #[arg(long, env = "KUMA_CLUSTER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the API's JSON instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct NodeArg {
+    #[command(flatten)]
+    remote: Remote,
+    node: String,
+}
+
+/// Runs an operator command against a running kuma-cluster.
+fn remote(remote: Remote, action: Action) -> ExitCode {
+    let result = actix_rt::System::new().block_on(async move {
+        OpsClient::new(&remote.url, remote.token).run(&action, remote.json).await
+    });
+    match result {
+        Ok(output) => {
+            println!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let serve = match cli.command {
+        Command::Serve => true,
+        Command::Migrate => false,
+        Command::Status(r) => return remote(r, Action::Status),
+        Command::Nodes(r) => return remote(r, Action::Nodes),
+        Command::Drain(n) => return remote(n.remote, Action::Drain(n.node)),
+        Command::Undrain(n) => return remote(n.remote, Action::Undrain(n.node)),
+        Command::Maintenance(n) => return remote(n.remote, Action::Maintenance(n.node)),
+        Command::Rebalance { remote: r, dry_run, max_moves } => {
+            return remote(r, Action::Rebalance { dry_run, max_moves })
+        }
+        Command::Move { remote: r, to, pin, monitors } => return remote(r, Action::Move { monitors, to, pin }),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -40,9 +125,10 @@ fn main() -> ExitCode {
         }
     };
     let result: anyhow::Result<()> = actix_rt::System::new().block_on(async move {
-        match cli.command {
-            Command::Serve => kuma_cluster::serve(settings).await?,
-            Command::Migrate => kuma_cluster::migrate(&settings).await?,
+        if serve {
+            kuma_cluster::serve(settings).await?;
+        } else {
+            kuma_cluster::migrate(&settings).await?;
         }
         Ok(())
     });

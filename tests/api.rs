@@ -586,3 +586,34 @@ fn metrics_need_a_token_and_count_transitions_moves_decisions_and_proxied_reques
         assert!(!text.contains(TOKEN));
     });
 }
+
+#[test]
+fn the_operator_cli_reads_and_steers_the_cluster_through_the_api() {
+    use kuma_cluster::ops_client::{Action, ClientError, OpsClient};
+    common::run(async {
+        let s = stack(TestDb::sqlite().await, &[]).await;
+        let cli = OpsClient::new(&s.base, Some(TOKEN.to_string()));
+        let nodes = cli.run(&Action::Nodes, false).await.unwrap();
+        assert!(nodes.starts_with("NODE   STATE  READY  ENABLED  MONITORS  LIMIT  FAILS  LAST ERROR"), "{nodes}");
+        assert_eq!(nodes.lines().count(), 4);
+        let status = cli.run(&Action::Status, false).await.unwrap();
+        assert!(status.starts_with("supervision running, database reachable, 3 of 3 nodes ready, 30 monitors"), "{status}");
+
+        assert_eq!(cli.run(&Action::Drain("node1".into()), false).await.unwrap(), "node1: drain (10 monitors moved away, 0 returned)");
+        s.sup.clock.advance(std::time::Duration::from_secs(10));
+        let json: Value = serde_json::from_str(&cli.run(&Action::Undrain("node1".into()), true).await.unwrap()).unwrap();
+        assert_eq!((json["state"].as_str(), json["summary"]["reverted"].as_u64()), (Some("in_service"), Some(10)));
+        assert_eq!(
+            cli.run(&Action::Move { monitors: vec![1, 2], to: "node3".into(), pin: true }, false).await.unwrap(),
+            "2 monitors moved to node3 (pinned)"
+        );
+        let dry = cli.run(&Action::Rebalance { dry_run: true, max_moves: None }, false).await.unwrap();
+        assert_eq!(dry, "dry run, would make 2 moves; load spread 4 -> 0");
+
+        let refused = cli.run(&Action::Drain("node9".into()), false).await.unwrap_err();
+        assert!(matches!(&refused, ClientError::Refused { status: 404, .. }), "{refused}");
+        assert_eq!(refused.to_string(), "404: no node \"node9\" in the cluster");
+        let anonymous = OpsClient::new(&s.base, None).run(&Action::Nodes, false).await.unwrap_err();
+        assert_eq!(anonymous.to_string(), "401: send Authorization: Bearer <token>");
+    });
+}

@@ -74,3 +74,15 @@ fn serve_answers_ping_and_stops_cleanly_on_sigterm() {
     let logs = String::from_utf8_lossy(&out.stdout);
     assert!(logs.contains("shutting down") && logs.contains("stopped"), "{logs}");
 }
+
+#[test]
+fn an_operator_command_against_an_unreachable_cluster_fails_with_one_line() {
+    let out = binary()
+        .args(["nodes", "--url", &format!("http://127.0.0.1:{}", common::free_port())])
+        .env_remove("KUMA_CLUSTER_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.starts_with("error: cannot reach http://127.0.0.1:") && stderr.lines().count() == 1, "{stderr}");
+}
