@@ -1,7 +1,7 @@
 //! The HTTP app: kuma-cluster's own endpoints under `/lb/` and `/health`;
 //! everything else goes to the proxy. Handlers read only the routing snapshot.
 
-use crate::api::{self, auth, Ops};
+use crate::api::{self, auth, ErrorBody, Ops};
 use crate::proxy::route::FIXED_COOKIE;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
@@ -12,6 +12,7 @@ use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde::Deserialize;
+use utoipa::ToSchema;
 use serde_json::json;
 
 /// The old layer's fixed-node cookie lifetime.
@@ -40,10 +41,14 @@ pub fn app(
 pub fn configure(front: Front) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::new(Worker::new(front)))
-            .route("/health", web::get().to(ping))
+            .service(
+                web::resource("/health")
+                    .route(web::get().to(ping))
+                    .default_service(web::to(|req| api::method_not_allowed(req, "GET"))),
+            )
             .service(
                 web::scope("/lb")
-                    .route("/ping", web::get().to(ping))
+                    .route("/ping", web::get().to(lb_ping))
                     .route("/fixed-node/{node}", web::get().to(fixed_node))
                     .route("/set-fixed-node", web::post().to(set_fixed_node))
                     .route("/clear-fixed-node", web::route().to(clear_fixed_node))
@@ -56,8 +61,14 @@ pub fn configure(front: Front) -> impl FnOnce(&mut web::ServiceConfig) {
 }
 
 /// Liveness: the process answers HTTP.
-async fn ping() -> HttpResponse {
+#[utoipa::path(get, path = "/health", tag = "liveness", responses((status = 200, description = "alive", body = Object)))]
+pub(crate) async fn ping() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok", "service": "kuma-cluster" }))
+}
+
+#[utoipa::path(get, path = "/lb/ping", tag = "liveness", responses((status = 200, description = "alive", body = Object)))]
+pub(crate) async fn lb_ping() -> HttpResponse {
+    ping().await
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
@@ -85,19 +96,24 @@ fn pin(worker: &Worker, node: &str, seconds: u64) -> HttpResponse {
     }
 }
 
-async fn fixed_node(path: web::Path<String>, worker: web::Data<Worker>) -> HttpResponse {
+#[utoipa::path(get, path = "/lb/fixed-node/{node}", tag = "fixed-node",
+    params(("node" = String, Path, description = "node id")),
+    responses((status = 200, description = "cookie set", body = Object), (status = 400, description = "unknown or unready node", body = ErrorBody)))]
+pub(crate) async fn fixed_node(path: web::Path<String>, worker: web::Data<Worker>) -> HttpResponse {
     pin(&worker, &path.into_inner(), FIXED_DEFAULT_SECONDS)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SetFixedNode {
+pub(crate) struct SetFixedNode {
     node: String,
     /// Seconds until the cookie expires.
     expires: Option<u64>,
 }
 
-async fn set_fixed_node(body: web::Bytes, worker: web::Data<Worker>) -> HttpResponse {
+#[utoipa::path(post, path = "/lb/set-fixed-node", tag = "fixed-node", request_body = SetFixedNode,
+    responses((status = 200, description = "cookie set", body = Object), (status = 400, description = "bad body, unknown or unready node", body = ErrorBody)))]
+pub(crate) async fn set_fixed_node(body: web::Bytes, worker: web::Data<Worker>) -> HttpResponse {
     let request: SetFixedNode = match api::json_body(&body) {
         Ok(r) => r,
         Err(e) => return e.error_response(),
@@ -112,14 +128,18 @@ async fn set_fixed_node(body: web::Bytes, worker: web::Data<Worker>) -> HttpResp
     }
 }
 
-async fn clear_fixed_node() -> HttpResponse {
+#[utoipa::path(method(get, post), path = "/lb/clear-fixed-node", tag = "fixed-node",
+    responses((status = 200, description = "cookie cleared", body = Object)))]
+pub(crate) async fn clear_fixed_node() -> HttpResponse {
     let cookie = Cookie::build(FIXED_COOKIE, "").path("/").max_age(CookieDuration::ZERO).finish();
     let mut response = HttpResponse::Ok().json(json!({ "success": true }));
     let _ = response.add_cookie(&cookie);
     response
 }
 
-async fn fixed_node_status(req: HttpRequest, worker: web::Data<Worker>) -> HttpResponse {
+#[utoipa::path(get, path = "/lb/fixed-node-status", tag = "fixed-node",
+    responses((status = 200, description = "the cookie and its node's readiness", body = Object)))]
+pub(crate) async fn fixed_node_status(req: HttpRequest, worker: web::Data<Worker>) -> HttpResponse {
     let table = worker.front.routing.load();
     let fixed = req.cookie(FIXED_COOKIE).map(|c| c.value().to_owned());
     let ready = fixed.as_deref().map(|id| table.node(id).is_some_and(|n| n.ready));
@@ -127,7 +147,9 @@ async fn fixed_node_status(req: HttpRequest, worker: web::Data<Worker>) -> HttpR
 }
 
 /// Only ids and readiness: this endpoint is open to the browser.
-async fn available_nodes(worker: web::Data<Worker>) -> HttpResponse {
+#[utoipa::path(get, path = "/lb/available-nodes", tag = "fixed-node",
+    responses((status = 200, description = "node ids and readiness", body = Object)))]
+pub(crate) async fn available_nodes(worker: web::Data<Worker>) -> HttpResponse {
     let table = worker.front.routing.load();
     let nodes: Vec<_> = table.nodes.iter().map(|n| json!({ "node_id": n.id, "ready": n.ready })).collect();
     let ready = table.nodes.iter().filter(|n| n.ready).count();

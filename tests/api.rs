@@ -494,6 +494,8 @@ fn old_status_paths_redirect_and_wrong_methods_get_405() {
         assert_eq!(response.headers().get("allow").unwrap(), "GET");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"], "method_not_allowed");
+        let (status, _) = s.send("TRACE", "/health", None).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "/health is kuma-cluster's own, never proxied");
     });
 }
 
@@ -615,5 +617,34 @@ fn the_operator_cli_reads_and_steers_the_cluster_through_the_api() {
         assert_eq!(refused.to_string(), "404: no node \"node9\" in the cluster");
         let anonymous = OpsClient::new(&s.base, None).run(&Action::Nodes, false).await.unwrap_err();
         assert_eq!(anonymous.to_string(), "401: send Authorization: Bearer <token>");
+    });
+}
+
+#[test]
+fn the_openapi_document_is_served_and_covers_the_api() {
+    common::run(async {
+        let s = stack(TestDb::sqlite().await, &[]).await;
+        let (status, doc) = s.get("/lb/openapi.json", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        let paths = doc["paths"].as_object().unwrap();
+        for path in PROTECTED.iter().map(|p| p.replace("node1", "{id}")).chain(
+            [
+                "/lb/ready", "/lb/ping", "/health", "/metrics", "/lb/available-nodes", "/lb/fixed-node/{node}",
+                "/lb/set-fixed-node", "/lb/clear-fixed-node", "/lb/fixed-node-status", "/lb/monitors/move",
+                "/lb/rebalance", "/lb/trigger-rebalancing", "/lb/force-rebalance-all", "/lb/update-loads",
+                "/lb/nodes/{id}/drain", "/lb/nodes/{id}/undrain", "/lb/nodes/{id}/maintenance",
+            ]
+            .map(String::from),
+        ) {
+            assert!(paths.contains_key(&path), "{path} is not documented");
+        }
+        assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+        assert_eq!(paths["/lb/health"]["get"]["security"][0]["bearer"], serde_json::json!([]));
+        assert!(paths["/lb/ready"]["get"].get("security").is_none(), "readiness is open");
+        let delete = &paths["/lb/nodes/{id}"]["delete"]["responses"];
+        for code in ["200", "400", "401", "404", "409"] {
+            assert!(delete.get(code).is_some(), "DELETE /lb/nodes/{{id}} does not document {code}");
+        }
     });
 }

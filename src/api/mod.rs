@@ -22,7 +22,9 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use auth::{Access, Authorized};
 use sea_orm::DatabaseConnection;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -91,6 +93,38 @@ impl ResponseError for ApiError {
     }
 }
 
+/// Every error answer: what went wrong, as a code and in words.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+    pub detail: String,
+}
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// The OpenAPI 3 document of the `/lb` API, generated from the handlers.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "kuma-cluster", description = "Operations API of kuma-cluster"),
+    paths(
+        ready, health, capacity, node_status, health_status, load_balancer_status, setup_status, system_status,
+        events, moves, rebalancing_status, list_nodes, get_node, create_node, update_node, delete_node, drain,
+        maintenance, undrain, move_monitors, rebalance, trigger_rebalancing, force_rebalance_all, update_loads,
+        metrics, crate::server::ping, crate::server::lb_ping, crate::server::fixed_node, crate::server::set_fixed_node,
+        crate::server::clear_fixed_node, crate::server::fixed_node_status, crate::server::available_nodes,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
 /// The old layer's status names, answered at `/lb/<name>` and redirected from `/api/<name>`.
 const STATUS_NAMES: [&str; 8] = [
     "health",
@@ -118,7 +152,8 @@ pub fn configure(ops: Ops) -> impl FnOnce(&mut web::ServiceConfig) {
         let post = |path: &str, handler| {
             web::resource(path).route(handler).default_service(web::to(|req| method_not_allowed(req, "POST")))
         };
-        cfg.service(get("/metrics", web::get().to(metrics)))
+        cfg.service(get("/lb/openapi.json", web::get().to(openapi)))
+            .service(get("/metrics", web::get().to(metrics)))
             .service(get("/lb/ready", web::get().to(ready)))
             .service(get("/lb/health", web::get().to(health)))
             .service(get("/lb/capacity", web::get().to(capacity)))
@@ -157,7 +192,13 @@ pub fn configure(ops: Ops) -> impl FnOnce(&mut web::ServiceConfig) {
     }
 }
 
-async fn method_not_allowed(req: HttpRequest, allow: &'static str) -> HttpResponse {
+/// The document is open, like the old layer's README: it describes, it reveals
+/// nothing of the cluster.
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
+
+pub(crate) async fn method_not_allowed(req: HttpRequest, allow: &'static str) -> HttpResponse {
     let mut response =
         error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{} is not allowed here", req.method()));
     response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(allow));
@@ -189,19 +230,22 @@ async fn set_admin(ops: &Ops, node: String, state: Option<AdminState>) -> Result
 
 /// Moves every monitor off the node and keeps new sessions and returning
 /// monitors away until it is undrained.
+#[utoipa::path(post, path = "/lb/nodes/{id}/drain", tag = "actions", params(("id" = String, Path, description = "node id")), security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 404, description = "unknown node or monitor", body = ErrorBody), (status = 409, description = "conflicts with the cluster's state", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
 async fn drain(_: Authorized, ops: web::Data<Ops>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     set_admin(&ops, id.into_inner(), Some(AdminState::Drain)).await
 }
 
+#[utoipa::path(post, path = "/lb/nodes/{id}/maintenance", tag = "actions", params(("id" = String, Path, description = "node id")), security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 404, description = "unknown node or monitor", body = ErrorBody), (status = 409, description = "conflicts with the cluster's state", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
 async fn maintenance(_: Authorized, ops: web::Data<Ops>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     set_admin(&ops, id.into_inner(), Some(AdminState::Maintenance)).await
 }
 
+#[utoipa::path(post, path = "/lb/nodes/{id}/undrain", tag = "actions", params(("id" = String, Path, description = "node id")), security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 404, description = "unknown node or monitor", body = ErrorBody), (status = 409, description = "conflicts with the cluster's state", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
 async fn undrain(_: Authorized, ops: web::Data<Ops>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     set_admin(&ops, id.into_inner(), None).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MoveRequest {
     monitor_ids: Vec<MonitorId>,
@@ -212,6 +256,7 @@ struct MoveRequest {
 
 /// A manual override: recovery never reverts it; with `pin`, rebalancing leaves
 /// it too.
+#[utoipa::path(post, path = "/lb/monitors/move", tag = "actions", request_body = MoveRequest, security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 404, description = "unknown node or monitor", body = ErrorBody), (status = 409, description = "conflicts with the cluster's state", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
 async fn move_monitors(_: Authorized, ops: web::Data<Ops>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let request: MoveRequest = json_body(&body)?;
     if request.monitor_ids.is_empty() {
@@ -239,7 +284,7 @@ async fn run_rebalance(ops: &Ops, dry_run: bool, max_moves: Option<usize>, from_
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RebalanceRequest {
     dry_run: bool,
@@ -248,24 +293,26 @@ struct RebalanceRequest {
 
 /// Evens out load over the ready nodes with as few moves as possible; a dry run
 /// returns the plan and changes nothing.
+#[utoipa::path(post, path = "/lb/rebalance", tag = "actions", request_body = RebalanceRequest, security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 409, description = "conflicts with the cluster's state", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
 async fn rebalance(_: Authorized, ops: web::Data<Ops>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let request: RebalanceRequest = json_body(&body)?;
     run_rebalance(&ops, request.dry_run, request.max_moves, false).await
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TriggerRequest {
     max_moves: Option<usize>,
 }
 
 /// The old layer's name for an applied rebalance; the body is optional.
+#[utoipa::path(post, path = "/lb/trigger-rebalancing", tag = "actions", request_body(content = Option<TriggerRequest>, description = "optional"), security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 409, description = "conflicts with the cluster's state", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
 async fn trigger_rebalancing(_: Authorized, ops: web::Data<Ops>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let request: TriggerRequest = if body.is_empty() { TriggerRequest::default() } else { json_body(&body)? };
     run_rebalance(&ops, false, request.max_moves, false).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ForceRequest {
     confirm: bool,
@@ -274,6 +321,7 @@ struct ForceRequest {
 
 /// Sends every free monitor home where its home can take it, then evens out the
 /// rest. Moves many monitors at once, hence the explicit confirmation.
+#[utoipa::path(post, path = "/lb/force-rebalance-all", tag = "actions", request_body = ForceRequest, security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 409, description = "conflicts with the cluster's state", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
 async fn force_rebalance_all(_: Authorized, ops: web::Data<Ops>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let request: ForceRequest = json_body(&body)?;
     if !request.confirm {
@@ -282,6 +330,7 @@ async fn force_rebalance_all(_: Authorized, ops: web::Data<Ops>, body: web::Byte
     run_rebalance(&ops, false, request.max_moves, true).await
 }
 
+#[utoipa::path(get, path = "/lb/rebalancing-status", tag = "status", security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
 async fn rebalancing_status(_: Authorized, ops: web::Data<Ops>) -> Result<HttpResponse, ApiError> {
     let state = ops.cluster.send(GetClusterState).await.map_err(|_| ApiError::Supervisor)?;
     Ok(HttpResponse::Ok().json(json!({ "running": state.rebalancing, "last": state.last_rebalance })))
@@ -304,6 +353,7 @@ async fn node_view(ops: &Ops) -> Result<Vec<Value>, ApiError> {
         .collect())
 }
 
+#[utoipa::path(get, path = "/lb/nodes", tag = "status", security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
 async fn list_nodes(_: Authorized, ops: web::Data<Ops>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(json!({ "nodes": node_view(&ops).await? })))
 }
@@ -316,6 +366,7 @@ async fn one_node(ops: &Ops, id: &str) -> Result<Value, ApiError> {
         .ok_or_else(|| Refusal::UnknownNode(id.to_owned()).into())
 }
 
+#[utoipa::path(get, path = "/lb/nodes/{id}", tag = "nodes", params(("id" = String, Path, description = "node id")), security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 404, description = "unknown node or monitor", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
 async fn get_node(_: Authorized, ops: web::Data<Ops>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(one_node(&ops, &id).await?))
 }
@@ -338,7 +389,7 @@ fn valid_name(name: &str) -> Result<(), ApiError> {
     ok.then_some(()).ok_or_else(|| ApiError::BadBody("node_name is 1 to 100 characters".into()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewNode {
     node_id: String,
@@ -348,6 +399,7 @@ struct NewNode {
     is_primary: Option<bool>,
 }
 
+#[utoipa::path(post, path = "/lb/nodes", tag = "nodes", request_body = NewNode, security(("bearer" = [])), responses((status = 201, description = "created", body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 409, description = "conflicts with the cluster's state", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
 async fn create_node(_: Authorized, ops: web::Data<Ops>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let new: NewNode = json_body(&body)?;
     valid_node_id(&new.node_id)?;
@@ -366,7 +418,7 @@ async fn create_node(_: Authorized, ops: web::Data<Ops>, body: web::Bytes) -> Re
     Ok(HttpResponse::Created().json(json!({ "node": one_node(&ops, &new.node_id).await?, "summary": summary })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NodePatch {
     node_name: Option<String>,
@@ -375,6 +427,7 @@ struct NodePatch {
     is_primary: Option<bool>,
 }
 
+#[utoipa::path(put, path = "/lb/nodes/{id}", tag = "nodes", params(("id" = String, Path, description = "node id")), request_body = NodePatch, security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 404, description = "unknown node or monitor", body = ErrorBody), (status = 409, description = "conflicts with the cluster's state", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
 async fn update_node(
     _: Authorized,
     ops: web::Data<Ops>,
@@ -402,8 +455,9 @@ async fn update_node(
     Ok(HttpResponse::Ok().json(json!({ "node": one_node(&ops, &id).await?, "summary": summary })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DeleteQuery {
     #[serde(default)]
     force: bool,
@@ -411,6 +465,7 @@ struct DeleteQuery {
 
 /// Refused while the node runs monitors, unless `?force=true`, which moves them
 /// away in the same transaction that deletes the row.
+#[utoipa::path(delete, path = "/lb/nodes/{id}", tag = "nodes", params(("id" = String, Path, description = "node id"), DeleteQuery), security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 404, description = "unknown node or monitor", body = ErrorBody), (status = 409, description = "conflicts with the cluster's state", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
 async fn delete_node(
     _: Authorized,
     ops: web::Data<Ops>,
@@ -422,6 +477,7 @@ async fn delete_node(
 }
 
 /// Re-reads every count from the database now instead of at the next tick.
+#[utoipa::path(post, path = "/lb/update-loads", tag = "actions", security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
 async fn update_loads(_: Authorized, ops: web::Data<Ops>) -> Result<HttpResponse, ApiError> {
     let summary = ops.cluster.send(Reconcile).await.map_err(|_| ApiError::Supervisor)?.map_err(|_| ApiError::Supervisor)?;
     Ok(HttpResponse::Ok().json(json!({ "success": true, "summary": summary, "capacity": capacity_of(&ops.routing.load()) })))
@@ -473,6 +529,7 @@ fn capacity_of(table: &RoutingTable) -> Value {
 
 /// Prometheus text format; node ids and counts are more than liveness, so it
 /// takes a token like the rest (Prometheus sends it with `authorization`).
+#[utoipa::path(get, path = "/metrics", tag = "status", security(("bearer" = [])), responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String), (status = 401, description = "no or wrong bearer token", body = ErrorBody)))]
 async fn metrics(_: Authorized, ops: web::Data<Ops>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
@@ -480,6 +537,7 @@ async fn metrics(_: Authorized, ops: web::Data<Ops>) -> HttpResponse {
 }
 
 /// Readiness, open like liveness: the database answers and a node is ready.
+#[utoipa::path(get, path = "/lb/ready", tag = "liveness", responses((status = 200, description = "ready", body = Object), (status = 503, description = "not ready", body = Object)))]
 async fn ready(ops: web::Data<Ops>) -> HttpResponse {
     let database = store::ping(&ops.db).await.is_ok();
     let ready_nodes = ops.routing.load().nodes.iter().filter(|n| n.ready).count();
@@ -491,6 +549,7 @@ async fn ready(ops: web::Data<Ops>) -> HttpResponse {
     }
 }
 
+#[utoipa::path(get, path = "/lb/health", tag = "status", security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
 async fn health(_: Authorized, ops: web::Data<Ops>) -> Result<HttpResponse, ApiError> {
     let table = ops.routing.load();
     let seen: HashMap<String, Option<String>> = store::last_seen(&ops.db).await?.into_iter().collect();
@@ -522,6 +581,7 @@ async fn health(_: Authorized, ops: web::Data<Ops>) -> Result<HttpResponse, ApiE
     })))
 }
 
+#[utoipa::path(get, path = "/lb/capacity", tag = "status", security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
 async fn capacity(_: Authorized, ops: web::Data<Ops>) -> HttpResponse {
     HttpResponse::Ok().json(capacity_of(&ops.routing.load()))
 }
@@ -555,10 +615,12 @@ async fn node_details(ops: &Ops) -> Result<Vec<Value>, ApiError> {
         .collect())
 }
 
+#[utoipa::path(get, path = "/lb/node-status", tag = "status", security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
 async fn node_status(_: Authorized, ops: web::Data<Ops>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(json!({ "nodes": node_details(&ops).await? })))
 }
 
+#[utoipa::path(get, path = "/lb/health-status", tag = "status", security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
 async fn health_status(_: Authorized, ops: web::Data<Ops>) -> Result<HttpResponse, ApiError> {
     let details = ops.cluster.send(GetNodeDetails).await.map_err(|_| ApiError::Supervisor)?;
     let (mut probes, mut failed) = (0u64, 0u64);
@@ -597,10 +659,12 @@ fn routing_summary(table: &RoutingTable) -> Value {
     })
 }
 
+#[utoipa::path(get, path = "/lb/load-balancer-status", tag = "status", security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
 async fn load_balancer_status(_: Authorized, ops: web::Data<Ops>) -> HttpResponse {
     HttpResponse::Ok().json(routing_summary(&ops.routing.load()))
 }
 
+#[utoipa::path(get, path = "/lb/setup-status", tag = "status", security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
 async fn setup_status(_: Authorized, ops: web::Data<Ops>) -> HttpResponse {
     let table = ops.routing.load();
     let primary_ready = table.primary.as_deref().and_then(|p| table.node(p)).is_some_and(|n| n.ready);
@@ -611,6 +675,7 @@ async fn setup_status(_: Authorized, ops: web::Data<Ops>) -> HttpResponse {
     }))
 }
 
+#[utoipa::path(get, path = "/lb/system-status", tag = "status", security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
 async fn system_status(_: Authorized, ops: web::Data<Ops>) -> Result<HttpResponse, ApiError> {
     let cluster = ops.cluster.send(GetClusterState).await.map_err(|_| ApiError::Supervisor)?;
     let table = ops.routing.load();
@@ -624,9 +689,11 @@ async fn system_status(_: Authorized, ops: web::Data<Ops>) -> Result<HttpRespons
 }
 
 const MAX_PER_PAGE: u64 = 500;
+const MAX_PAGE: u64 = 1_000_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct Paging {
     page: Option<u64>,
     per_page: Option<u64>,
@@ -638,13 +705,14 @@ impl Paging {
     fn bounds(&self) -> Result<(u64, u64), ApiError> {
         let page = self.page.unwrap_or(1);
         let per_page = self.per_page.unwrap_or(50);
-        if page == 0 || per_page == 0 || per_page > MAX_PER_PAGE {
-            return Err(ApiError::BadQuery(format!("page starts at 1 and per_page is 1 to {MAX_PER_PAGE}")));
+        if page == 0 || page > MAX_PAGE || per_page == 0 || per_page > MAX_PER_PAGE {
+            return Err(ApiError::BadQuery(format!("page is 1 to {MAX_PAGE} and per_page is 1 to {MAX_PER_PAGE}")));
         }
         Ok((page, per_page))
     }
 }
 
+#[utoipa::path(get, path = "/lb/events", tag = "status", params(Paging), security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
 async fn events(_: Authorized, ops: web::Data<Ops>, query: web::Query<Paging>) -> Result<HttpResponse, ApiError> {
     if query.node.is_some() || query.reason.is_some() {
         return Err(ApiError::BadQuery("events are filtered by page and per_page only".into()));
@@ -653,6 +721,7 @@ async fn events(_: Authorized, ops: web::Data<Ops>, query: web::Query<Paging>) -
     Ok(HttpResponse::Ok().json(store::events(&ops.db, page, per_page).await?))
 }
 
+#[utoipa::path(get, path = "/lb/moves", tag = "status", params(Paging), security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
 async fn moves(_: Authorized, ops: web::Data<Ops>, query: web::Query<Paging>) -> Result<HttpResponse, ApiError> {
     let (page, per_page) = query.bounds()?;
     let reason = match query.reason.as_deref() {
