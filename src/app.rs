@@ -6,6 +6,7 @@ use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::probe::HttpProbe;
 use crate::routing::RoutingPublisher;
+use crate::sim::{SimConfig, SimError, SimNode};
 use crate::server;
 use crate::store::{self, StoreError};
 use actix::Actor;
@@ -29,6 +30,8 @@ pub enum ServeError {
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("http server: {0}")]
     Server(std::io::Error),
+    #[error(transparent)]
+    Sim(#[from] SimError),
 }
 
 /// Runs the migrations and exits.
@@ -97,6 +100,17 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         Err(e) => tracing::warn!(error = %e, "http server task ended abnormally"),
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Runs one simulated Kuma node until SIGINT or SIGTERM.
+pub async fn sim_node(config: SimConfig, database_url: &str) -> Result<(), ServeError> {
+    let db = store::connect(database_url).await?;
+    store::migrate(&db).await?;
+    let node = SimNode::start(config, db).await?;
+    println!("sim node serving on http://{}", node.host);
+    wait_for_signal().await;
+    node.stop().await;
     Ok(())
 }
 

@@ -18,6 +18,7 @@
 //! - [`proxy`]: the front door: node choice, HTTP forwarding and websocket bridging.
 //! - [`api`]: the operations API under `/lb/`, behind bearer tokens and a network allow-list.
 //! - [`server`]: the HTTP app: kuma-cluster's own `/lb/` endpoints, the rest to the proxy.
+//! - [`sim`]: a simulated Kuma node honouring the node contract, for dev mode and tests.
 //! - [`app`]: wiring for the `serve` and `migrate` commands.
 
 pub mod actors;
@@ -35,6 +36,7 @@ pub mod push;
 pub mod reconcile;
 pub mod routing;
 pub mod server;
+pub mod sim;
 pub mod store;
 
-pub use app::{migrate, serve};
+pub use app::{migrate, serve, sim_node};

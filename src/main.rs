@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use kuma_cluster::config::Settings;
 use kuma_cluster::ops_client::{Action, OpsClient};
+use kuma_cluster::sim::SimConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -43,6 +44,23 @@ enum Command {
         #[arg(long, value_name = "N")]
         max_moves: Option<usize>,
     },
+    /// Run a simulated Kuma node (for trying kuma-cluster without Kuma)
+    SimNode {
+        /// The node id it registers as
+        #[arg(long)]
+        id: String,
+        #[arg(long, value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+        /// The cluster's shared database
+        #[arg(long, value_name = "URL")]
+        database: String,
+        /// How often it reconciles on its own, like Kuma's one-minute cron
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+        reconcile_every: std::time::Duration,
+        /// The Authorization value reconcile calls must carry (default: any)
+        #[arg(long, value_name = "VALUE")]
+        auth_header: Option<String>,
+    },
     /// Move monitors to a node as a manual override
     Move {
         #[command(flatten)]
@@ -79,6 +97,15 @@ struct NodeArg {
     node: String,
 }
 
+fn init_logs() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+}
+
 /// Runs an operator command against a running kuma-cluster.
 fn remote(remote: Remote, action: Action) -> ExitCode {
     let result = actix_rt::System::new().block_on(async move {
@@ -101,6 +128,17 @@ fn main() -> ExitCode {
     let serve = match cli.command {
         Command::Serve => true,
         Command::Migrate => false,
+        Command::SimNode { id, listen, database, reconcile_every, auth_header } => {
+            init_logs();
+            let config = SimConfig { id, listen, reconcile_every, auth_header };
+            return match actix_rt::System::new().block_on(kuma_cluster::sim_node(config, &database)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Status(r) => return remote(r, Action::Status),
         Command::Nodes(r) => return remote(r, Action::Nodes),
         Command::Drain(n) => return remote(n.remote, Action::Drain(n.node)),
@@ -111,12 +149,7 @@ fn main() -> ExitCode {
         }
         Command::Move { remote: r, to, pin, monitors } => return remote(r, Action::Move { monitors, to, pin }),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    init_logs();
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(e) => {

@@ -553,6 +553,54 @@ struct NodeColumns {
     last_seen: Option<String>,
 }
 
+/// A node registering itself at start-up, as a Kuma node does: its row is
+/// created, or its address refreshed, with status `online`. Used only by the
+/// simulated node, never by the supervisor.
+pub async fn register_self(c: &impl ConnectionTrait, id: &str, host: &str) -> Result<(), StoreError> {
+    let exists = node::Entity::find_by_id(id.to_owned()).one(c).await?.is_some();
+    if exists {
+        node::Entity::update_many()
+            .col_expr(node::Column::Host, Expr::value(host))
+            .col_expr(node::Column::Status, Expr::value("online"))
+            .col_expr(node::Column::LastSeen, Expr::current_timestamp())
+            .filter(node::Column::NodeId.eq(id))
+            .exec(c)
+            .await?;
+    } else {
+        let row = node::ActiveModel {
+            node_id: Set(id.to_owned()),
+            node_name: Set(id.to_owned()),
+            host: Set(Some(host.to_owned())),
+            status: Set(Some("online".to_owned())),
+            active: NotSet,
+            is_primary: NotSet,
+            last_seen: NotSet,
+        };
+        node::Entity::insert(row).exec_without_returning(c).await?;
+    }
+    Ok(())
+}
+
+/// The monitors a node runs, by the contract's rule: active, and assigned to it,
+/// or unassigned and homed on it.
+pub async fn runnable(c: &impl ConnectionTrait, id: &str) -> Result<Vec<MonitorId>, StoreError> {
+    Ok(monitor::Entity::find()
+        .select_only()
+        .column(monitor::Column::Id)
+        .filter(monitor::Column::Active.eq(true))
+        .filter(
+            sea_orm::Condition::any().add(monitor::Column::AssignedNode.eq(id)).add(
+                sea_orm::Condition::all()
+                    .add(monitor::Column::AssignedNode.is_null())
+                    .add(monitor::Column::NodeId.eq(id)),
+            ),
+        )
+        .order_by_asc(monitor::Column::Id)
+        .into_tuple()
+        .all(c)
+        .await?)
+}
+
 /// A round trip to the database.
 pub async fn ping(db: &DatabaseConnection) -> Result<(), StoreError> {
     Ok(db.ping().await?)
