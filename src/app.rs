@@ -6,7 +6,11 @@ use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::probe::HttpProbe;
 use crate::routing::RoutingPublisher;
+use crate::dev::DevNodes;
 use crate::sim::{SimConfig, SimError, SimNode};
+use actix::Addr;
+use sea_orm::DatabaseConnection;
+use std::time::Duration;
 use crate::server;
 use crate::store::{self, StoreError};
 use actix::Actor;
@@ -47,6 +51,50 @@ pub async fn migrate(settings: &Settings) -> Result<(), StoreError> {
 pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let db = store::connect(&settings.database.url).await?;
     store::migrate(&db).await?;
+    run(settings, db, None).await
+}
+
+const DEV_NODES: usize = 3;
+const DEV_MONITORS_PER_NODE: usize = 100;
+const DEV_DATABASE: &str = "./data/dev.db";
+
+/// `kuma-cluster dev`: a fresh embedded database, three simulated nodes with a
+/// hundred monitors each, the supervisor and the proxy, and a token made for
+/// this run.
+pub async fn dev(mut settings: Settings) -> Result<(), ServeError> {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{DEV_DATABASE}{suffix}"));
+    }
+    settings.database.url = format!("sqlite://{DEV_DATABASE}?mode=rwc");
+    let token = format!("{:032x}", fastrand::u128(..));
+    settings.api.tokens = vec![token.clone()];
+    let node_auth = format!("Bearer {:032x}", fastrand::u128(..));
+    settings.nodes.auth_header = Some(node_auth.clone());
+    let db = store::connect(&settings.database.url).await?;
+    store::migrate(&db).await?;
+    let ids: Vec<String> = (1..=DEV_NODES).map(|i| format!("dev{i}")).collect();
+    for id in &ids {
+        store::seed_monitors(&db, id, DEV_MONITORS_PER_NODE).await?;
+    }
+    let nodes = DevNodes::start(db.clone(), &ids, node_auth, Duration::from_secs(60)).await?;
+    let listen = settings.server.listen;
+    let base = match listen.ip().is_unspecified() {
+        true => format!("http://127.0.0.1:{}", listen.port()),
+        false => format!("http://{listen}"),
+    };
+    println!(
+        "kuma-cluster dev: {DEV_NODES} simulated Kuma nodes, {} monitors, embedded SQLite at {DEV_DATABASE}\n\
+         \n  proxy:   {base}/   (each node's page names it)\n\
+         \n  status:  curl -H 'Authorization: Bearer {token}' {base}/lb/node-status\n\
+         \n  kill:    curl -X POST -H 'Authorization: Bearer {token}' {base}/dev/nodes/dev1/kill\n\
+         \n  revive:  curl -X POST -H 'Authorization: Bearer {token}' {base}/dev/nodes/dev1/revive\n\
+         \ntoken: {token}",
+        DEV_NODES * DEV_MONITORS_PER_NODE
+    );
+    run(settings, db, Some(nodes)).await
+}
+
+async fn run(settings: Settings, db: DatabaseConnection, dev: Option<Addr<DevNodes>>) -> Result<(), ServeError> {
     let listen = settings.server.listen;
     let settings = Arc::new(settings);
     let publisher = RoutingPublisher::new();
@@ -79,7 +127,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     .start();
 
     let ops = Ops { cluster: cluster.clone(), db, routing, access, metrics };
-    let server = HttpServer::new(move || server::app(front.clone(), ops.clone()))
+    let server = HttpServer::new(move || server::app(front.clone(), ops.clone(), dev.clone()))
         .workers(workers)
         .disable_signals()
         .bind(listen)

@@ -18,6 +18,7 @@
 //! - [`proxy`]: the front door: node choice, HTTP forwarding and websocket bridging.
 //! - [`api`]: the operations API under `/lb/`, behind bearer tokens and a network allow-list.
 //! - [`server`]: the HTTP app: kuma-cluster's own `/lb/` endpoints, the rest to the proxy.
+//! - [`dev`]: the in-process simulated nodes of `kuma-cluster dev`, killed and revived on request.
 //! - [`sim`]: a simulated Kuma node honouring the node contract, for dev mode and tests.
 //! - [`app`]: wiring for the `serve` and `migrate` commands.
 
@@ -26,6 +27,7 @@ pub mod api;
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod dev;
 pub mod health;
 pub mod metrics;
 pub mod ops_client;
@@ -39,4 +41,4 @@ pub mod server;
 pub mod sim;
 pub mod store;
 
-pub use app::{migrate, serve, sim_node};
+pub use app::{dev, migrate, serve, sim_node};

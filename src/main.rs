@@ -24,6 +24,8 @@ enum Command {
     Serve,
     /// Run the database migrations and exit
     Migrate,
+    /// Try it out: three simulated Kuma nodes, the supervisor and the proxy, on a fresh embedded database
+    Dev,
     /// Show the cluster: supervision, capacity and every node
     Status(Remote),
     /// Show every node's health and probe state
@@ -76,6 +78,13 @@ enum Command {
     },
 }
 
+/// The commands that run here rather than against a running kuma-cluster.
+enum Local {
+    Serve,
+    Migrate,
+    Dev,
+}
+
 /// Where the operations API is and how to sign in.
 #[derive(clap::Args)]
 struct Remote {
@@ -125,9 +134,10 @@ fn remote(remote: Remote, action: Action) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let serve = match cli.command {
-        Command::Serve => true,
-        Command::Migrate => false,
+    let local = match cli.command {
+        Command::Serve => Local::Serve,
+        Command::Migrate => Local::Migrate,
+        Command::Dev => Local::Dev,
         Command::SimNode { id, listen, database, reconcile_every, auth_header } => {
             init_logs();
             let config = SimConfig { id, listen, reconcile_every, auth_header };
@@ -158,10 +168,10 @@ fn main() -> ExitCode {
         }
     };
     let result: anyhow::Result<()> = actix_rt::System::new().block_on(async move {
-        if serve {
-            kuma_cluster::serve(settings).await?;
-        } else {
-            kuma_cluster::migrate(&settings).await?;
+        match local {
+            Local::Serve => kuma_cluster::serve(settings).await?,
+            Local::Migrate => kuma_cluster::migrate(&settings).await?,
+            Local::Dev => kuma_cluster::dev(settings).await?,
         }
         Ok(())
     });

@@ -1,7 +1,10 @@
 //! The HTTP app: kuma-cluster's own endpoints under `/lb/` and `/health`;
 //! everything else goes to the proxy. Handlers read only the routing snapshot.
 
+use crate::api::auth::Authorized;
 use crate::api::{self, auth, ErrorBody, Ops};
+use crate::dev::{DevError, DevNodes, Kill, Revive};
+use actix::Addr;
 use crate::proxy::route::FIXED_COOKIE;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
@@ -24,6 +27,7 @@ const FIXED_MAX_SECONDS: u64 = 365 * 24 * 3600;
 pub fn app(
     front: Front,
     ops: Ops,
+    dev: Option<Addr<DevNodes>>,
 ) -> App<
     impl ServiceFactory<
         ServiceRequest,
@@ -33,7 +37,35 @@ pub fn app(
         InitError = (),
     >,
 > {
-    App::new().wrap(from_fn(auth::allow_list)).configure(api::configure(ops)).configure(configure(front))
+    let app = App::new().wrap(from_fn(auth::allow_list)).configure(api::configure(ops));
+    match dev {
+        Some(nodes) => app.app_data(web::Data::new(nodes)).configure(dev_routes).configure(configure(front)),
+        None => app.configure(configure(front)),
+    }
+}
+
+/// `kuma-cluster dev` only: kill and revive simulated nodes.
+fn dev_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/dev/nodes/{id}/kill", web::post().to(dev_kill))
+        .route("/dev/nodes/{id}/revive", web::post().to(dev_revive));
+}
+
+fn dev_answer(id: &str, state: &str, result: Result<Result<(), DevError>, actix::MailboxError>) -> HttpResponse {
+    match result {
+        Ok(Ok(())) => HttpResponse::Ok().json(json!({ "success": true, "node": id, "state": state })),
+        Ok(Err(e @ DevError::Unknown(_))) => error(StatusCode::NOT_FOUND, "unknown_node", e.to_string()),
+        Ok(Err(e @ DevError::Already(..))) => error(StatusCode::CONFLICT, "conflict", e.to_string()),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, "sim_node_failed", e.to_string()),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "dev_unavailable", "the simulated nodes are gone"),
+    }
+}
+
+async fn dev_kill(_: Authorized, id: web::Path<String>, nodes: web::Data<Addr<DevNodes>>) -> HttpResponse {
+    dev_answer(&id, "killed", nodes.send(Kill(id.to_string())).await)
+}
+
+async fn dev_revive(_: Authorized, id: web::Path<String>, nodes: web::Data<Addr<DevNodes>>) -> HttpResponse {
+    dev_answer(&id, "running", nodes.send(Revive(id.to_string())).await)
 }
 
 /// Registers the open endpoints and the proxy; call once per worker, since it

@@ -73,7 +73,7 @@ async fn stack(t: TestDb, api: &[(&str, &str)]) -> Stack {
         suspects: sup.suspects.clone(),
         metrics: sup.metrics.clone(),
     };
-    let server = HttpServer::new(move || kuma_cluster::server::app(front.clone(), ops.clone()))
+    let server = HttpServer::new(move || kuma_cluster::server::app(front.clone(), ops.clone(), None))
         .workers(1)
         .disable_signals()
         .bind("127.0.0.1:0")

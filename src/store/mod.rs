@@ -601,6 +601,23 @@ pub async fn runnable(c: &impl ConnectionTrait, id: &str) -> Result<Vec<MonitorI
         .await?)
 }
 
+/// Active monitors homed on `node`, for the dev mode's demo cluster.
+pub async fn seed_monitors(c: &impl ConnectionTrait, node: &str, count: usize) -> Result<(), StoreError> {
+    let rows: Vec<monitor::ActiveModel> = (1..=count)
+        .map(|i| monitor::ActiveModel {
+            id: NotSet,
+            name: Set(Some(format!("{node} demo monitor {i}"))),
+            active: Set(true),
+            node_id: Set(Some(node.to_owned())),
+            assigned_node: NotSet,
+        })
+        .collect();
+    for chunk in rows.chunks(CHUNK) {
+        monitor::Entity::insert_many(chunk.to_vec()).exec_without_returning(c).await?;
+    }
+    Ok(())
+}
+
 /// A round trip to the database.
 pub async fn ping(db: &DatabaseConnection) -> Result<(), StoreError> {
     Ok(db.ping().await?)

@@ -402,10 +402,17 @@ pub fn free_port() -> u16 {
 
 /// A blocking `GET` with `Connection: close`; `None` when nothing answers.
 pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    http_request(addr, "GET", path, None)
+}
+
+/// A blocking bodiless request, optionally with a bearer token; the whole raw
+/// response, or `None` when nothing answers.
+pub fn http_request(addr: &str, method: &str, path: &str, token: Option<&str>) -> Option<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n").ok()?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).ok()?;
     Some(String::from_utf8_lossy(&response).into_owned())

@@ -1,0 +1,116 @@
+//! `kuma-cluster dev`: the whole cluster on one machine with no Kuma install.
+//! Simulated nodes run in-process under a [`DevNodes`] actor, so the HTTP
+//! workers can kill and revive them by message to watch failover and revert.
+
+use crate::sim::{SimConfig, SimError, SimNode};
+use actix::prelude::*;
+use sea_orm::DatabaseConnection;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DevError {
+    #[error("no simulated node {0:?}")]
+    Unknown(String),
+    #[error("node {0:?} is already {1}")]
+    Already(String, &'static str),
+    #[error("node {0:?} could not start again: {1}")]
+    Start(String, String),
+}
+
+/// Stop a simulated node, as if it crashed.
+#[derive(Message)]
+#[rtype(result = "Result<(), DevError>")]
+pub struct Kill(pub String);
+
+/// Start a killed node again on its old address.
+#[derive(Message)]
+#[rtype(result = "Result<(), DevError>")]
+pub struct Revive(pub String);
+
+struct Slot {
+    address: SocketAddr,
+    node: Option<SimNode>,
+}
+
+pub struct DevNodes {
+    db: DatabaseConnection,
+    auth_header: String,
+    reconcile_every: Duration,
+    nodes: BTreeMap<String, Slot>,
+}
+
+impl DevNodes {
+    /// Starts one simulated node per id on a free loopback port.
+    pub async fn start(
+        db: DatabaseConnection,
+        ids: &[String],
+        auth_header: String,
+        reconcile_every: Duration,
+    ) -> Result<Addr<DevNodes>, SimError> {
+        let mut nodes = BTreeMap::new();
+        for id in ids {
+            let config = SimConfig {
+                id: id.clone(),
+                listen: "127.0.0.1:0".parse().expect("a literal address"),
+                reconcile_every,
+                auth_header: Some(auth_header.clone()),
+            };
+            let node = SimNode::start(config, db.clone()).await?;
+            let address = node.host.parse().expect("a sim node's host is an address");
+            nodes.insert(id.clone(), Slot { address, node: Some(node) });
+        }
+        Ok(DevNodes { db, auth_header, reconcile_every, nodes }.start())
+    }
+
+    fn config(&self, id: &str, address: SocketAddr) -> SimConfig {
+        SimConfig {
+            id: id.to_owned(),
+            listen: address,
+            reconcile_every: self.reconcile_every,
+            auth_header: Some(self.auth_header.clone()),
+        }
+    }
+}
+
+impl Actor for DevNodes {
+    type Context = Context<Self>;
+}
+
+impl Handler<Kill> for DevNodes {
+    type Result = ResponseFuture<Result<(), DevError>>;
+
+    fn handle(&mut self, Kill(id): Kill, _: &mut Self::Context) -> Self::Result {
+        let taken = match self.nodes.get_mut(&id) {
+            None => Err(DevError::Unknown(id.clone())),
+            Some(slot) => slot.node.take().ok_or_else(|| DevError::Already(id.clone(), "dead")),
+        };
+        Box::pin(async move {
+            taken?.stop().await;
+            tracing::info!(node_id = %id, "dev: node killed");
+            Ok(())
+        })
+    }
+}
+
+impl Handler<Revive> for DevNodes {
+    type Result = ResponseActFuture<Self, Result<(), DevError>>;
+
+    fn handle(&mut self, Revive(id): Revive, _: &mut Self::Context) -> Self::Result {
+        let address = match self.nodes.get(&id) {
+            None => return Box::pin(fut::ready(Err(DevError::Unknown(id)))),
+            Some(Slot { node: Some(_), .. }) => return Box::pin(fut::ready(Err(DevError::Already(id, "running")))),
+            Some(slot) => slot.address,
+        };
+        let start = SimNode::start(self.config(&id, address), self.db.clone());
+        Box::pin(start.into_actor(self).map(move |started, act, _| {
+            let node = started.map_err(|e| DevError::Start(id.clone(), e.to_string()))?;
+            tracing::info!(node_id = %id, "dev: node revived");
+            if let Some(slot) = act.nodes.get_mut(&id) {
+                slot.node = Some(node);
+            }
+            Ok(())
+        }))
+    }
+}
