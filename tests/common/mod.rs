@@ -431,3 +431,64 @@ where
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A child process killed when dropped, however the test ends.
+pub struct Process(pub std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The JSON body of a blocking request, or `None` when nothing (or no JSON) answers.
+pub fn http_json(addr: &str, method: &str, path: &str, token: Option<&str>) -> Option<serde_json::Value> {
+    let raw = http_request(addr, method, path, token)?;
+    serde_json::from_str(raw.split("\r\n\r\n").nth(1)?).ok()
+}
+
+/// A `kuma-cluster sim-node` process on `127.0.0.1:port`.
+pub fn sim_process(id: &str, port: u16, database: &str, auth: &str, reconcile_every: &str) -> Process {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_kuma-cluster"))
+        .args(["sim-node", "--id", id, "--listen", &format!("127.0.0.1:{port}"), "--database", database])
+        .args(["--auth-header", auth, "--reconcile-every", reconcile_every])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the sim node starts");
+    Process(child)
+}
+
+/// The monitor ids a sim node runs, from its `/api/v1/running`.
+pub fn running_at(host: &str) -> Option<Vec<u32>> {
+    let body = http_json(host, "GET", "/api/v1/running", None)?;
+    Some(body["monitors"].as_array()?.iter().filter_map(|m| m["id"].as_u64().map(|id| id as u32)).collect())
+}
+
+/// Polls `check` every 25 ms until it holds; `None` after `limit`. Returns how
+/// long it took.
+pub fn poll_until(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let start = std::time::Instant::now();
+    while !check() {
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    Some(start.elapsed())
+}
+
+/// Whether the live nodes together run `expected`, each monitor exactly once.
+pub fn run_exactly_once(hosts: &[&str], expected: &std::collections::BTreeSet<u32>) -> bool {
+    let mut seen = std::collections::BTreeSet::new();
+    for host in hosts {
+        let Some(running) = running_at(host) else { return false };
+        for id in running {
+            if !seen.insert(id) {
+                return false;
+            }
+        }
+    }
+    &seen == expected
+}

@@ -1,0 +1,87 @@
+//! End to end with real processes on MariaDB: three `kuma-cluster sim-node`
+//! processes and `kuma-cluster serve`. A node killed with SIGKILL has its
+//! monitors run by exactly one live node each, and gets them back when it
+//! restarts; in between, no monitor runs on zero nodes or on two.
+
+mod common;
+
+use common::{poll_until, run_exactly_once, running_at, sim_process, TestDb};
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const AUTH: &str = "Bearer e2e-node-secret";
+const TOKEN: &str = "e2e-operations-token-0123";
+const LIMIT: Duration = Duration::from_secs(60);
+
+mod mariadb {
+    use super::*;
+
+    #[test]
+    fn a_killed_sim_node_process_fails_over_and_back_with_every_monitor_run_exactly_once() {
+        super::killed_sim_node_process_fails_over_and_back();
+    }
+}
+
+fn killed_sim_node_process_fails_over_and_back() {
+    common::run(async {
+        let Some(t) = TestDb::mariadb().await else { return };
+        t.migrate().await;
+        for i in 1..=3 {
+            t.add_monitors(&format!("sim{i}"), 100).await;
+        }
+        t.exec("UPDATE monitor SET active = 0 WHERE id % 50 = 0").await;
+        let active: BTreeSet<u32> = t.monitors().await.into_iter().filter(|m| m.3).map(|m| m.0 as u32).collect();
+        let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+        let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        // the nodes' own cron is ten minutes away: only pushes can move monitors in time
+        let mut sims: Vec<Option<common::Process>> =
+            (0..3).map(|i| Some(sim_process(&format!("sim{}", i + 1), ports[i], &t.url, AUTH, "10m"))).collect();
+        for host in &hosts {
+            poll_until(LIMIT, || common::http_get(host, "/api/v1/health").is_some_and(|r| r.starts_with("HTTP/1.1 200")))
+                .expect("sim node answers");
+        }
+        let listen = format!("127.0.0.1:{}", common::free_port());
+        let _cluster = common::Process(
+            Command::new(env!("CARGO_BIN_EXE_kuma-cluster"))
+                .arg("serve")
+                .env("KUMA_CLUSTER__DATABASE__URL", &t.url)
+                .env("KUMA_CLUSTER__SERVER__LISTEN", &listen)
+                .env("KUMA_CLUSTER__API__TOKENS", TOKEN)
+                .env("KUMA_CLUSTER__NODES__AUTH_HEADER", AUTH)
+                .env("KUMA_CLUSTER__HEALTH__INTERVAL", "200ms")
+                .env("KUMA_CLUSTER__HEALTH__DOWN_INTERVAL", "200ms")
+                .env("KUMA_CLUSTER__CLUSTER__HOLD_DOWN", "1s")
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        poll_until(LIMIT, || common::http_get(&listen, "/lb/available-nodes").is_some_and(|r| r.contains(r#""ready":3"#)))
+            .expect("kuma-cluster sees three ready nodes");
+        let all: Vec<&str> = hosts.iter().map(String::as_str).collect();
+        assert!(run_exactly_once(&all, &active), "before the kill, each monitor runs once");
+
+        drop(sims[0].take()); // SIGKILL
+        let live = &all[1..];
+        poll_until(LIMIT, || run_exactly_once(live, &active)).expect("sim1's monitors run elsewhere, each once");
+        for _ in 0..20 {
+            assert!(run_exactly_once(live, &active), "after failover, never zero or two runners");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let status = common::http_json(&listen, "GET", "/lb/node-status", Some(TOKEN)).unwrap();
+        assert_eq!(status["nodes"][0]["state"], "down");
+
+        sims[0] = Some(sim_process("sim1", ports[0], &t.url, AUTH, "10m"));
+        let sim1_home: BTreeSet<u32> = (1..=100).filter(|id| active.contains(id)).collect();
+        poll_until(LIMIT, || {
+            running_at(&hosts[0]).is_some_and(|r| r.into_iter().collect::<BTreeSet<_>>() == sim1_home)
+                && run_exactly_once(&all, &active)
+        })
+        .expect("sim1 gets its own monitors back, each run once");
+        let open = t.count("SELECT COUNT(*) FROM kc_move_ledger WHERE undone_at IS NULL").await;
+        assert_eq!(open, 0, "every failover row is closed by the revert");
+        drop(sims);
+        t.drop_db().await;
+    });
+}
