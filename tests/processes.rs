@@ -15,8 +15,6 @@ const TOKEN: &str = "e2e-operations-token-0123";
 const LIMIT: Duration = Duration::from_secs(60);
 
 mod mariadb {
-    use super::*;
-
     #[test]
     fn a_killed_sim_node_process_fails_over_and_back_with_every_monitor_run_exactly_once() {
         super::killed_sim_node_process_fails_over_and_back();
