@@ -151,6 +151,18 @@ async fn run(settings: Settings, db: DatabaseConnection, dev: Option<Addr<DevNod
     Ok(())
 }
 
+/// The container health check: whether this machine's kuma-cluster answers 200
+/// at `/health`, or with `ready` at `/lb/ready` (database and a ready node).
+pub async fn health_check(settings: &Settings, ready: bool) -> bool {
+    let port = settings.server.listen.port();
+    let path = if ready { "/lb/ready" } else { "/health" };
+    let client = awc::Client::builder().timeout(Duration::from_secs(3)).finish();
+    match client.get(format!("http://127.0.0.1:{port}{path}")).send().await {
+        Ok(response) => response.status().is_success(),
+        Err(_) => false,
+    }
+}
+
 /// Runs one simulated Kuma node until SIGINT or SIGTERM.
 pub async fn sim_node(config: SimConfig, database_url: &str) -> Result<(), ServeError> {
     let db = store::connect(database_url).await?;

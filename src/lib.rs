@@ -41,4 +41,4 @@ pub mod server;
 pub mod sim;
 pub mod store;
 
-pub use app::{dev, migrate, serve, sim_node};
+pub use app::{dev, health_check, migrate, serve, sim_node};

@@ -24,6 +24,12 @@ enum Command {
     Serve,
     /// Run the database migrations and exit
     Migrate,
+    /// Exit 0 if the kuma-cluster on this machine answers (the container health check)
+    Health {
+        /// Check readiness (database and a ready node) instead of liveness
+        #[arg(long)]
+        ready: bool,
+    },
     /// Try it out: three simulated Kuma nodes, the supervisor and the proxy, on a fresh embedded database
     Dev,
     /// Show the cluster: supervision, capacity and every node
@@ -83,6 +89,7 @@ enum Local {
     Serve,
     Migrate,
     Dev,
+    Health { ready: bool },
 }
 
 /// Where the operations API is and how to sign in.
@@ -138,6 +145,7 @@ fn main() -> ExitCode {
         Command::Serve => Local::Serve,
         Command::Migrate => Local::Migrate,
         Command::Dev => Local::Dev,
+        Command::Health { ready } => Local::Health { ready },
         Command::SimNode { id, listen, database, reconcile_every, auth_header } => {
             init_logs();
             let config = SimConfig { id, listen, reconcile_every, auth_header };
@@ -172,6 +180,11 @@ fn main() -> ExitCode {
             Local::Serve => kuma_cluster::serve(settings).await?,
             Local::Migrate => kuma_cluster::migrate(&settings).await?,
             Local::Dev => kuma_cluster::dev(settings).await?,
+            Local::Health { ready } => {
+                if !kuma_cluster::health_check(&settings, ready).await {
+                    anyhow::bail!("kuma-cluster is not {}", if ready { "ready" } else { "answering" });
+                }
+            }
         }
         Ok(())
     });

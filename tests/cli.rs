@@ -67,6 +67,19 @@ fn serve_answers_ping_and_stops_cleanly_on_sigterm() {
     assert!(response.contains(r#""status":"ok""#));
     assert!(common::http_get(&addr, "/health").unwrap().starts_with("HTTP/1.1 200"));
 
+    // the container health check: alive, but not ready without any node
+    let health = |extra: &[&str]| {
+        binary()
+            .arg("health")
+            .args(extra)
+            .env("KUMA_CLUSTER__SERVER__LISTEN", &addr)
+            .status()
+            .unwrap()
+            .code()
+    };
+    assert_eq!(health(&[]), Some(0));
+    assert_eq!(health(&["--ready"]), Some(1), "no node is ready");
+
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
