@@ -24,7 +24,9 @@ use sea_orm::DatabaseConnection;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use std::collections::BTreeMap;
+use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, RefOr, Response, ResponseBuilder, Schema};
+use utoipa::{IntoParams, IntoResponses, OpenApi, ToSchema};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -124,6 +126,53 @@ impl utoipa::Modify for BearerAuth {
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
+
+/// The answers an endpoint documents, by status code: 2xx bodies are JSON
+/// objects, errors are [`ErrorBody`].
+fn answers(codes: &[u16]) -> BTreeMap<String, RefOr<Response>> {
+    codes
+        .iter()
+        .map(|&code| {
+            let (description, schema): (&str, RefOr<Schema>) = match code {
+                200 => ("done", ObjectBuilder::new().into()),
+                201 => ("created", ObjectBuilder::new().into()),
+                400 => ("bad input", Ref::from_schema_name("ErrorBody").into()),
+                401 => ("no or wrong bearer token", Ref::from_schema_name("ErrorBody").into()),
+                404 => ("unknown node or monitor", Ref::from_schema_name("ErrorBody").into()),
+                409 => ("conflicts with the cluster's state", Ref::from_schema_name("ErrorBody").into()),
+                _ => ("database or supervisor unavailable", Ref::from_schema_name("ErrorBody").into()),
+            };
+            let response = ResponseBuilder::new()
+                .description(description)
+                .content("application/json", ContentBuilder::new().schema(Some(schema)).build())
+                .build();
+            (code.to_string(), response.into())
+        })
+        .collect()
+}
+
+/// Declares named sets of documented answers, one per kind of endpoint.
+macro_rules! answer_sets {
+    ($($name:ident => [$($code:literal),+];)+) => {$(
+        struct $name;
+
+        impl IntoResponses for $name {
+            fn responses() -> BTreeMap<String, RefOr<Response>> {
+                answers(&[$($code),+])
+            }
+        }
+    )+};
+}
+
+answer_sets! {
+    ReadAnswers => [200, 401, 503];
+    PagedAnswers => [200, 400, 401, 503];
+    NodeAnswers => [200, 401, 404, 503];
+    CreateAnswers => [201, 400, 401, 409, 503];
+    ChangeAnswers => [200, 400, 401, 404, 409, 503];
+    AdminAnswers => [200, 401, 404, 409, 503];
+    RebalanceAnswers => [200, 400, 401, 409, 503];
+}
 
 /// The old layer's status names, answered at `/lb/<name>` and redirected from `/api/<name>`.
 const STATUS_NAMES: [&str; 8] = [
@@ -230,17 +279,17 @@ async fn set_admin(ops: &Ops, node: String, state: Option<AdminState>) -> Result
 
 /// Moves every monitor off the node and keeps new sessions and returning
 /// monitors away until it is undrained.
-#[utoipa::path(post, path = "/lb/nodes/{id}/drain", tag = "actions", params(("id" = String, Path, description = "node id")), security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 404, description = "unknown node or monitor", body = ErrorBody), (status = 409, description = "conflicts with the cluster's state", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/lb/nodes/{id}/drain", tag = "actions", params(("id" = String, Path, description = "node id")), security(("bearer" = [])), responses(AdminAnswers))]
 async fn drain(_: Authorized, ops: web::Data<Ops>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     set_admin(&ops, id.into_inner(), Some(AdminState::Drain)).await
 }
 
-#[utoipa::path(post, path = "/lb/nodes/{id}/maintenance", tag = "actions", params(("id" = String, Path, description = "node id")), security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 404, description = "unknown node or monitor", body = ErrorBody), (status = 409, description = "conflicts with the cluster's state", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/lb/nodes/{id}/maintenance", tag = "actions", params(("id" = String, Path, description = "node id")), security(("bearer" = [])), responses(AdminAnswers))]
 async fn maintenance(_: Authorized, ops: web::Data<Ops>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     set_admin(&ops, id.into_inner(), Some(AdminState::Maintenance)).await
 }
 
-#[utoipa::path(post, path = "/lb/nodes/{id}/undrain", tag = "actions", params(("id" = String, Path, description = "node id")), security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 404, description = "unknown node or monitor", body = ErrorBody), (status = 409, description = "conflicts with the cluster's state", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/lb/nodes/{id}/undrain", tag = "actions", params(("id" = String, Path, description = "node id")), security(("bearer" = [])), responses(AdminAnswers))]
 async fn undrain(_: Authorized, ops: web::Data<Ops>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     set_admin(&ops, id.into_inner(), None).await
 }
@@ -256,7 +305,7 @@ struct MoveRequest {
 
 /// A manual override: recovery never reverts it; with `pin`, rebalancing leaves
 /// it too.
-#[utoipa::path(post, path = "/lb/monitors/move", tag = "actions", request_body = MoveRequest, security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 404, description = "unknown node or monitor", body = ErrorBody), (status = 409, description = "conflicts with the cluster's state", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/lb/monitors/move", tag = "actions", request_body = MoveRequest, security(("bearer" = [])), responses(ChangeAnswers))]
 async fn move_monitors(_: Authorized, ops: web::Data<Ops>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let request: MoveRequest = json_body(&body)?;
     if request.monitor_ids.is_empty() {
@@ -293,7 +342,7 @@ struct RebalanceRequest {
 
 /// Evens out load over the ready nodes with as few moves as possible; a dry run
 /// returns the plan and changes nothing.
-#[utoipa::path(post, path = "/lb/rebalance", tag = "actions", request_body = RebalanceRequest, security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 409, description = "conflicts with the cluster's state", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/lb/rebalance", tag = "actions", request_body = RebalanceRequest, security(("bearer" = [])), responses(RebalanceAnswers))]
 async fn rebalance(_: Authorized, ops: web::Data<Ops>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let request: RebalanceRequest = json_body(&body)?;
     run_rebalance(&ops, request.dry_run, request.max_moves, false).await
@@ -306,7 +355,7 @@ struct TriggerRequest {
 }
 
 /// The old layer's name for an applied rebalance; the body is optional.
-#[utoipa::path(post, path = "/lb/trigger-rebalancing", tag = "actions", request_body(content = Option<TriggerRequest>, description = "optional"), security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 409, description = "conflicts with the cluster's state", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/lb/trigger-rebalancing", tag = "actions", request_body(content = Option<TriggerRequest>, description = "optional"), security(("bearer" = [])), responses(RebalanceAnswers))]
 async fn trigger_rebalancing(_: Authorized, ops: web::Data<Ops>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let request: TriggerRequest = if body.is_empty() { TriggerRequest::default() } else { json_body(&body)? };
     run_rebalance(&ops, false, request.max_moves, false).await
@@ -321,7 +370,7 @@ struct ForceRequest {
 
 /// Sends every free monitor home where its home can take it, then evens out the
 /// rest. Moves many monitors at once, hence the explicit confirmation.
-#[utoipa::path(post, path = "/lb/force-rebalance-all", tag = "actions", request_body = ForceRequest, security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 409, description = "conflicts with the cluster's state", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/lb/force-rebalance-all", tag = "actions", request_body = ForceRequest, security(("bearer" = [])), responses(RebalanceAnswers))]
 async fn force_rebalance_all(_: Authorized, ops: web::Data<Ops>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let request: ForceRequest = json_body(&body)?;
     if !request.confirm {
@@ -330,7 +379,7 @@ async fn force_rebalance_all(_: Authorized, ops: web::Data<Ops>, body: web::Byte
     run_rebalance(&ops, false, request.max_moves, true).await
 }
 
-#[utoipa::path(get, path = "/lb/rebalancing-status", tag = "status", security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/lb/rebalancing-status", tag = "status", security(("bearer" = [])), responses(ReadAnswers))]
 async fn rebalancing_status(_: Authorized, ops: web::Data<Ops>) -> Result<HttpResponse, ApiError> {
     let state = ops.cluster.send(GetClusterState).await.map_err(|_| ApiError::Supervisor)?;
     Ok(HttpResponse::Ok().json(json!({ "running": state.rebalancing, "last": state.last_rebalance })))
@@ -353,7 +402,7 @@ async fn node_view(ops: &Ops) -> Result<Vec<Value>, ApiError> {
         .collect())
 }
 
-#[utoipa::path(get, path = "/lb/nodes", tag = "status", security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/lb/nodes", tag = "status", security(("bearer" = [])), responses(ReadAnswers))]
 async fn list_nodes(_: Authorized, ops: web::Data<Ops>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(json!({ "nodes": node_view(&ops).await? })))
 }
@@ -366,7 +415,7 @@ async fn one_node(ops: &Ops, id: &str) -> Result<Value, ApiError> {
         .ok_or_else(|| Refusal::UnknownNode(id.to_owned()).into())
 }
 
-#[utoipa::path(get, path = "/lb/nodes/{id}", tag = "nodes", params(("id" = String, Path, description = "node id")), security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 404, description = "unknown node or monitor", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/lb/nodes/{id}", tag = "nodes", params(("id" = String, Path, description = "node id")), security(("bearer" = [])), responses(NodeAnswers))]
 async fn get_node(_: Authorized, ops: web::Data<Ops>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(one_node(&ops, &id).await?))
 }
@@ -399,7 +448,7 @@ struct NewNode {
     is_primary: Option<bool>,
 }
 
-#[utoipa::path(post, path = "/lb/nodes", tag = "nodes", request_body = NewNode, security(("bearer" = [])), responses((status = 201, description = "created", body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 409, description = "conflicts with the cluster's state", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/lb/nodes", tag = "nodes", request_body = NewNode, security(("bearer" = [])), responses(CreateAnswers))]
 async fn create_node(_: Authorized, ops: web::Data<Ops>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let new: NewNode = json_body(&body)?;
     valid_node_id(&new.node_id)?;
@@ -427,7 +476,7 @@ struct NodePatch {
     is_primary: Option<bool>,
 }
 
-#[utoipa::path(put, path = "/lb/nodes/{id}", tag = "nodes", params(("id" = String, Path, description = "node id")), request_body = NodePatch, security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 404, description = "unknown node or monitor", body = ErrorBody), (status = 409, description = "conflicts with the cluster's state", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
+#[utoipa::path(put, path = "/lb/nodes/{id}", tag = "nodes", params(("id" = String, Path, description = "node id")), request_body = NodePatch, security(("bearer" = [])), responses(ChangeAnswers))]
 async fn update_node(
     _: Authorized,
     ops: web::Data<Ops>,
@@ -465,7 +514,7 @@ struct DeleteQuery {
 
 /// Refused while the node runs monitors, unless `?force=true`, which moves them
 /// away in the same transaction that deletes the row.
-#[utoipa::path(delete, path = "/lb/nodes/{id}", tag = "nodes", params(("id" = String, Path, description = "node id"), DeleteQuery), security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 404, description = "unknown node or monitor", body = ErrorBody), (status = 409, description = "conflicts with the cluster's state", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/lb/nodes/{id}", tag = "nodes", params(("id" = String, Path, description = "node id"), DeleteQuery), security(("bearer" = [])), responses(ChangeAnswers))]
 async fn delete_node(
     _: Authorized,
     ops: web::Data<Ops>,
@@ -477,7 +526,7 @@ async fn delete_node(
 }
 
 /// Re-reads every count from the database now instead of at the next tick.
-#[utoipa::path(post, path = "/lb/update-loads", tag = "actions", security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/lb/update-loads", tag = "actions", security(("bearer" = [])), responses(ReadAnswers))]
 async fn update_loads(_: Authorized, ops: web::Data<Ops>) -> Result<HttpResponse, ApiError> {
     let summary = ops.cluster.send(Reconcile).await.map_err(|_| ApiError::Supervisor)?.map_err(|_| ApiError::Supervisor)?;
     Ok(HttpResponse::Ok().json(json!({ "success": true, "summary": summary, "capacity": capacity_of(&ops.routing.load()) })))
@@ -549,7 +598,7 @@ async fn ready(ops: web::Data<Ops>) -> HttpResponse {
     }
 }
 
-#[utoipa::path(get, path = "/lb/health", tag = "status", security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/lb/health", tag = "status", security(("bearer" = [])), responses(ReadAnswers))]
 async fn health(_: Authorized, ops: web::Data<Ops>) -> Result<HttpResponse, ApiError> {
     let table = ops.routing.load();
     let seen: HashMap<String, Option<String>> = store::last_seen(&ops.db).await?.into_iter().collect();
@@ -581,7 +630,7 @@ async fn health(_: Authorized, ops: web::Data<Ops>) -> Result<HttpResponse, ApiE
     })))
 }
 
-#[utoipa::path(get, path = "/lb/capacity", tag = "status", security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/lb/capacity", tag = "status", security(("bearer" = [])), responses(ReadAnswers))]
 async fn capacity(_: Authorized, ops: web::Data<Ops>) -> HttpResponse {
     HttpResponse::Ok().json(capacity_of(&ops.routing.load()))
 }
@@ -615,12 +664,12 @@ async fn node_details(ops: &Ops) -> Result<Vec<Value>, ApiError> {
         .collect())
 }
 
-#[utoipa::path(get, path = "/lb/node-status", tag = "status", security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/lb/node-status", tag = "status", security(("bearer" = [])), responses(ReadAnswers))]
 async fn node_status(_: Authorized, ops: web::Data<Ops>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(json!({ "nodes": node_details(&ops).await? })))
 }
 
-#[utoipa::path(get, path = "/lb/health-status", tag = "status", security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/lb/health-status", tag = "status", security(("bearer" = [])), responses(ReadAnswers))]
 async fn health_status(_: Authorized, ops: web::Data<Ops>) -> Result<HttpResponse, ApiError> {
     let details = ops.cluster.send(GetNodeDetails).await.map_err(|_| ApiError::Supervisor)?;
     let (mut probes, mut failed) = (0u64, 0u64);
@@ -659,12 +708,12 @@ fn routing_summary(table: &RoutingTable) -> Value {
     })
 }
 
-#[utoipa::path(get, path = "/lb/load-balancer-status", tag = "status", security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/lb/load-balancer-status", tag = "status", security(("bearer" = [])), responses(ReadAnswers))]
 async fn load_balancer_status(_: Authorized, ops: web::Data<Ops>) -> HttpResponse {
     HttpResponse::Ok().json(routing_summary(&ops.routing.load()))
 }
 
-#[utoipa::path(get, path = "/lb/setup-status", tag = "status", security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/lb/setup-status", tag = "status", security(("bearer" = [])), responses(ReadAnswers))]
 async fn setup_status(_: Authorized, ops: web::Data<Ops>) -> HttpResponse {
     let table = ops.routing.load();
     let primary_ready = table.primary.as_deref().and_then(|p| table.node(p)).is_some_and(|n| n.ready);
@@ -675,7 +724,7 @@ async fn setup_status(_: Authorized, ops: web::Data<Ops>) -> HttpResponse {
     }))
 }
 
-#[utoipa::path(get, path = "/lb/system-status", tag = "status", security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/lb/system-status", tag = "status", security(("bearer" = [])), responses(ReadAnswers))]
 async fn system_status(_: Authorized, ops: web::Data<Ops>) -> Result<HttpResponse, ApiError> {
     let cluster = ops.cluster.send(GetClusterState).await.map_err(|_| ApiError::Supervisor)?;
     let table = ops.routing.load();
@@ -712,7 +761,7 @@ impl Paging {
     }
 }
 
-#[utoipa::path(get, path = "/lb/events", tag = "status", params(Paging), security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/lb/events", tag = "status", params(Paging), security(("bearer" = [])), responses(PagedAnswers))]
 async fn events(_: Authorized, ops: web::Data<Ops>, query: web::Query<Paging>) -> Result<HttpResponse, ApiError> {
     if query.node.is_some() || query.reason.is_some() {
         return Err(ApiError::BadQuery("events are filtered by page and per_page only".into()));
@@ -721,7 +770,7 @@ async fn events(_: Authorized, ops: web::Data<Ops>, query: web::Query<Paging>) -
     Ok(HttpResponse::Ok().json(store::events(&ops.db, page, per_page).await?))
 }
 
-#[utoipa::path(get, path = "/lb/moves", tag = "status", params(Paging), security(("bearer" = [])), responses((status = 200, description = "done", body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong bearer token", body = ErrorBody), (status = 503, description = "database or supervisor unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/lb/moves", tag = "status", params(Paging), security(("bearer" = [])), responses(PagedAnswers))]
 async fn moves(_: Authorized, ops: web::Data<Ops>, query: web::Query<Paging>) -> Result<HttpResponse, ApiError> {
     let (page, per_page) = query.bounds()?;
     let reason = match query.reason.as_deref() {
