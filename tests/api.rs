@@ -6,13 +6,12 @@ mod common;
 
 use actix_web::http::StatusCode;
 use actix_web::HttpServer;
-use common::{SilentProbe, Supervisor, TestDb};
+use common::{Supervisor, TestDb};
 use kuma_cluster::api::auth::Access;
 use kuma_cluster::api::Ops;
 use kuma_cluster::health::Health::{Down, Unknown, Up};
 use kuma_cluster::proxy::Front;
 use serde_json::Value;
-use std::rc::Rc;
 use std::sync::Arc;
 
 const TOKEN: &str = "first-token-0123456789";
@@ -42,17 +41,7 @@ struct Stack {
 
 /// Three settled nodes with 10 monitors each, behind the whole HTTP app.
 async fn stack(t: TestDb, api: &[(&str, &str)]) -> Stack {
-    t.migrate().await;
-    for i in 1..=3 {
-        t.add_node(&format!("node{i}"), "127.0.0.1:9").await;
-        t.add_monitors(&format!("node{i}"), 10).await;
-    }
-    let sup = Supervisor::start(&t, Rc::new(SilentProbe), &[]);
-    sup.reconcile().await;
-    for i in 1..=3 {
-        sup.transition(&format!("node{i}"), Unknown, Up).await;
-    }
-    sup.reconcile().await;
+    let sup = Supervisor::settled(&t, 3, 10).await;
     let tokens = format!("{TOKEN},{SECOND}");
     let mut overrides = vec![
         ("KUMA_CLUSTER__API__TOKENS", tokens.as_str()),
@@ -121,12 +110,6 @@ impl Stack {
         )
     }
 
-    async fn running_on(&self, node: &str) -> i64 {
-        self.t
-            .count(&format!("SELECT COUNT(*) FROM monitor WHERE active = 1 AND COALESCE(assigned_node, node_id) = '{node}'"))
-            .await
-    }
-
     async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
         let mut request = self.client.get(format!("{}{path}", self.base));
         if let Some(token) = token {
@@ -185,7 +168,7 @@ async fn draining_moves_a_nodes_monitors_away_until_it_is_undrained_even_through
     let (status, body) = s.post("/lb/nodes/node1/drain", None, Some(TOKEN)).await;
     assert_eq!((status, body["state"].as_str()), (StatusCode::OK, Some("drain")), "{body}");
     assert_eq!(body["summary"]["displaced"], 10);
-    assert_eq!(s.running_on("node1").await, 0);
+    assert_eq!(s.t.running_on("node1").await, 0);
     let table = s.sup.routing.load();
     let node1 = table.node("node1").unwrap();
     assert!(!node1.ready && !node1.enabled, "no new sessions go to a drained node");
@@ -197,7 +180,7 @@ async fn draining_moves_a_nodes_monitors_away_until_it_is_undrained_even_through
     s.sup.transition("node1", Down, Up).await;
     s.sup.clock.advance(std::time::Duration::from_secs(60));
     s.sup.reconcile().await;
-    assert_eq!(s.running_on("node1").await, 0, "drain holds through failover and recovery");
+    assert_eq!(s.t.running_on("node1").await, 0, "drain holds through failover and recovery");
     let before = s.footprint().await;
     let (status, _) = s.post("/lb/nodes/node1/drain", None, Some(TOKEN)).await;
     assert_eq!(status, StatusCode::OK, "draining again is no error");
@@ -206,7 +189,7 @@ async fn draining_moves_a_nodes_monitors_away_until_it_is_undrained_even_through
     let (status, body) = s.post("/lb/nodes/node1/undrain", None, Some(TOKEN)).await;
     assert_eq!((status, body["state"].as_str()), (StatusCode::OK, Some("in_service")));
     assert_eq!(body["summary"]["reverted"], 10, "a settled node gets its monitors back at once");
-    assert_eq!(s.running_on("node1").await, 10);
+    assert_eq!(s.t.running_on("node1").await, 10);
     let (_, events) = s.get("/lb/events?per_page=100", Some(TOKEN)).await;
     let kinds: Vec<&str> = events["items"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
     for kind in ["drain", "undrain", "revert"] {
@@ -223,17 +206,17 @@ async fn a_pinned_manual_move_is_recorded_and_returns_after_a_failover(t: TestDb
     let (_, ledger) = s.get("/lb/moves?reason=manual", Some(TOKEN)).await;
     assert_eq!(ledger["total"], 2);
     assert_eq!((ledger["items"][0]["pinned"].as_bool(), ledger["items"][0]["from_node"].as_str()), (Some(true), Some("node1")));
-    assert_eq!(s.running_on("node3").await, 12);
+    assert_eq!(s.t.running_on("node3").await, 12);
 
     s.sup.transition("node3", Up, Down).await;
     s.sup.reconcile().await;
-    assert_eq!(s.running_on("node3").await, 0);
+    assert_eq!(s.t.running_on("node3").await, 0);
     s.sup.transition("node3", Down, Up).await;
     s.sup.clock.advance(std::time::Duration::from_secs(10));
     s.sup.reconcile().await;
     let monitors = s.t.monitors().await;
     assert_eq!(monitors[0].2.as_deref(), Some("node3"), "the manual override is restored, not node1");
-    assert_eq!(s.running_on("node3").await, 12);
+    assert_eq!(s.t.running_on("node3").await, 12);
     s.t.drop_db().await;
 }
 
@@ -298,7 +281,7 @@ async fn a_rebalance_dry_run_changes_nothing_and_the_applied_plan_evens_load_min
 
     let (status, applied) = s.post("/lb/rebalance", Some(serde_json::json!({ "dry_run": false, "max_moves": 100 })), Some(TOKEN)).await;
     assert_eq!((status, applied["rebalance"]["planned"].as_u64()), (StatusCode::OK, Some(7)));
-    assert_eq!(s.running_on("node4").await, 7);
+    assert_eq!(s.t.running_on("node4").await, 7);
     assert_eq!(s.t.monitors().await[0].2.as_deref(), None, "the pinned monitor stayed at home on node1");
     let (_, ledger) = s.get("/lb/moves?reason=rebalance", Some(TOKEN)).await;
     assert_eq!(ledger["total"], 7);
@@ -333,7 +316,7 @@ async fn nodes_are_listed_created_updated_and_deleted_through_the_supervisor(t: 
     assert_eq!((status, renamed["node"]["node_name"].as_str()), (StatusCode::OK, Some("Edge")));
     let (status, _) = s.send("PUT", "/lb/nodes/node2", Some(serde_json::json!({ "active": false }))).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(s.running_on("node2").await, 0, "a deactivated node is drained in the same transaction");
+    assert_eq!(s.t.running_on("node2").await, 0, "a deactivated node is drained in the same transaction");
 
     let before = s.footprint().await;
     let (status, held) = s.send("DELETE", "/lb/nodes/node3", None).await;
@@ -342,7 +325,7 @@ async fn nodes_are_listed_created_updated_and_deleted_through_the_supervisor(t: 
     let (status, _) = s.send("DELETE", "/lb/nodes/node3?force=true", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(s.t.count("SELECT COUNT(*) FROM node WHERE node_id = 'node3'").await, 0);
-    assert_eq!((s.running_on("node3").await, s.running_on("node1").await), (0, 30), "its monitors moved first");
+    assert_eq!((s.t.running_on("node3").await, s.t.running_on("node1").await), (0, 30), "its monitors moved first");
     assert!(s.sup.state().await.nodes.iter().all(|n| n.node_id != "node3"), "supervision of node3 ended");
     assert!(s.sup.routing.load().node("node3").is_none());
     assert_eq!(s.send("DELETE", "/lb/nodes/node4", None).await.0, StatusCode::OK, "an empty node goes without force");
@@ -392,7 +375,7 @@ fn every_action_needs_a_token_and_maintenance_is_marked_as_such() {
         let (status, body) = s.post("/lb/nodes/node2/maintenance", None, Some(SECOND)).await;
         assert_eq!((status, body["state"].as_str()), (StatusCode::OK, Some("maintenance")));
         assert_eq!(s.t.rows("SELECT state FROM kc_node_admin WHERE node_id = 'node2'", 1).await, vec![vec![Some("maintenance".to_string())]]);
-        assert_eq!(s.running_on("node2").await, 0);
+        assert_eq!(s.t.running_on("node2").await, 0);
         let (status, refused) = s.post("/lb/force-rebalance-all", Some(serde_json::json!({ "confirm": false })), Some(TOKEN)).await;
         assert_eq!((status, refused["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_body")));
         let (status, refused) = s.post("/lb/rebalance", Some(serde_json::json!({ "max_moves": 3 })), Some(TOKEN)).await;

@@ -14,38 +14,6 @@ use Health::{Down, Unknown, Up};
 
 const HOLD_DOWN: Duration = Duration::from_secs(10);
 
-/// `nodes` nodes (node1 is primary) with `per_node` monitors each, supervised and
-/// settled: every node has reported up and the first decision has run.
-async fn settled(t: &TestDb, nodes: usize, per_node: usize) -> Supervisor {
-    t.migrate().await;
-    for i in 1..=nodes {
-        // nothing listens on port 9: reconcile pushes fail fast and are only logged
-        t.add_node(&format!("node{i}"), "127.0.0.1:9").await;
-        t.add_monitors(&format!("node{i}"), per_node).await;
-    }
-    let sup = Supervisor::start(t, Rc::new(SilentProbe), &[]);
-    up_all(&sup, nodes).await;
-    sup
-}
-
-async fn up_all(sup: &Supervisor, nodes: usize) {
-    sup.reconcile().await;
-    for i in 1..=nodes {
-        sup.transition(&format!("node{i}"), Unknown, Up).await;
-    }
-    let summary = sup.reconcile().await;
-    assert!(sup.state().await.started);
-    assert!(!summary.wrote, "a settled cluster writes nothing: {summary:?}");
-}
-
-/// Active monitors whose effective node is `node`.
-async fn running_on(t: &TestDb, node: &str) -> i64 {
-    t.count(&format!(
-        "SELECT COUNT(*) FROM monitor WHERE active = 1 AND COALESCE(assigned_node, node_id) = '{node}'"
-    ))
-    .await
-}
-
 /// (monitor_id, from, to, reason, open) of every ledger row, by id.
 async fn ledger(t: &TestDb) -> Vec<(i64, Option<String>, String, String, bool)> {
     t.rows(
@@ -62,16 +30,16 @@ async fn ledger(t: &TestDb) -> Vec<(i64, Option<String>, String, String, bool)> 
 }
 
 async fn failover_and_revert_of_4000_monitors_across_5_nodes_are_recorded_row_by_row(t: TestDb) {
-    let sup = settled(&t, 5, 800).await;
+    let sup = Supervisor::settled(&t, 5, 800).await;
     let before = t.monitors().await;
 
     sup.transition("node1", Up, Down).await;
     sup.reconcile().await;
     assert_eq!(sup.state().await.moves, 800);
     assert_eq!(t.status_of("node1").await, "offline");
-    assert_eq!(running_on(&t, "node1").await, 0);
+    assert_eq!(t.running_on("node1").await, 0);
     for i in 2..=5 {
-        assert_eq!(running_on(&t, &format!("node{i}")).await, 1000, "node{i} filled exactly to its limit");
+        assert_eq!(t.running_on(&format!("node{i}")).await, 1000, "node{i} filled exactly to its limit");
     }
     let after: HashMap<i64, _> = t.monitors().await.into_iter().map(|m| (m.0, m)).collect();
     let rows = ledger(&t).await;
@@ -116,7 +84,7 @@ async fn failover_and_revert_of_4000_monitors_across_5_nodes_are_recorded_row_by
 }
 
 async fn a_manual_override_survives_a_revert(t: TestDb) {
-    let sup = settled(&t, 3, 4).await;
+    let sup = Supervisor::settled(&t, 3, 4).await;
     // monitor 1 (home node1) was moved to node3 by hand; monitor 5 (home node2) to node1
     t.exec("UPDATE monitor SET assigned_node = 'node3' WHERE id = 1").await;
     t.exec("UPDATE monitor SET assigned_node = 'node1' WHERE id = 5").await;
@@ -156,7 +124,7 @@ async fn footprint(t: &TestDb) -> (i64, i64, Vec<Vec<Option<String>>>, Vec<(i64,
 }
 
 async fn a_restart_of_the_supervisor_on_a_settled_cluster_writes_nothing(t: TestDb) {
-    let sup = settled(&t, 3, 50).await;
+    let sup = Supervisor::settled(&t, 3, 50).await;
     sup.transition("node2", Up, Down).await;
     sup.reconcile().await;
     sup.transition("node2", Down, Up).await;
@@ -165,7 +133,7 @@ async fn a_restart_of_the_supervisor_on_a_settled_cluster_writes_nothing(t: Test
     sup.addr.send(Shutdown).await.unwrap();
     let before = footprint(&t).await;
     let sup = Supervisor::start(&t, Rc::new(SilentProbe), &[]);
-    up_all(&sup, 3).await;
+    sup.up_all(3).await;
     sup.clock.advance(Duration::from_secs(3600));
     assert!(!sup.reconcile().await.wrote);
     assert_eq!(footprint(&t).await, before);
@@ -173,7 +141,7 @@ async fn a_restart_of_the_supervisor_on_a_settled_cluster_writes_nothing(t: Test
 }
 
 async fn a_restart_while_monitors_are_failed_over_returns_them_only_after_the_hold_down(t: TestDb) {
-    let sup = settled(&t, 3, 20).await;
+    let sup = Supervisor::settled(&t, 3, 20).await;
     sup.transition("node1", Up, Down).await;
     sup.reconcile().await;
     sup.addr.send(Shutdown).await.unwrap();
@@ -184,10 +152,10 @@ async fn a_restart_while_monitors_are_failed_over_returns_them_only_after_the_ho
     }
     sup.reconcile().await;
     assert_eq!(t.status_of("node1").await, "online");
-    assert_eq!((sup.state().await.moves, running_on(&t, "node1").await), (0, 0), "no return before the hold-down");
+    assert_eq!((sup.state().await.moves, t.running_on("node1").await), (0, 0), "no return before the hold-down");
     sup.clock.advance(HOLD_DOWN);
     assert_eq!(sup.reconcile().await.reverted, 20);
-    assert_eq!(running_on(&t, "node1").await, 20);
+    assert_eq!(t.running_on("node1").await, 20);
     t.drop_db().await;
 }
 
@@ -204,16 +172,16 @@ async fn nothing_moves_until_every_node_has_had_its_first_verdict(t: TestDb) {
     let summary = sup.reconcile().await;
     assert!(!summary.wrote);
     assert!(!sup.state().await.started);
-    assert_eq!((t.status_of("node1").await, running_on(&t, "node1").await), ("online".into(), 10));
+    assert_eq!((t.status_of("node1").await, t.running_on("node1").await), ("online".into(), 10));
     sup.transition("node3", Unknown, Up).await;
     sup.reconcile().await;
     assert_eq!(sup.state().await.moves, 10);
-    assert_eq!((t.status_of("node1").await, running_on(&t, "node1").await), ("offline".into(), 0));
+    assert_eq!((t.status_of("node1").await, t.running_on("node1").await), ("offline".into(), 0));
     t.drop_db().await;
 }
 
 async fn a_recovery_that_fails_again_restarts_the_hold_down(t: TestDb) {
-    let sup = settled(&t, 2, 10).await;
+    let sup = Supervisor::settled(&t, 2, 10).await;
     sup.transition("node1", Up, Down).await;
     sup.reconcile().await;
     sup.transition("node1", Down, Up).await;
@@ -248,7 +216,7 @@ async fn flap(t: &TestDb, sup: &Supervisor, pattern: &[bool], hours: u64) -> u64
             next_tick += Duration::from_secs(10);
             sup.reconcile().await;
             if machine.state() == Down {
-                assert_eq!(running_on(t, "node1").await, 0, "monitors on down node1 at {elapsed:?}");
+                assert_eq!(t.running_on("node1").await, 0, "monitors on down node1 at {elapsed:?}");
             }
         }
     }
@@ -256,15 +224,15 @@ async fn flap(t: &TestDb, sup: &Supervisor, pattern: &[bool], hours: u64) -> u64
 }
 
 async fn a_node_alternating_on_every_probe_for_hours_moves_nothing(t: TestDb) {
-    let sup = settled(&t, 3, 30).await;
+    let sup = Supervisor::settled(&t, 3, 30).await;
     let moves = flap(&t, &sup, &[false, true], 2).await;
     assert_eq!(moves, 0);
-    assert_eq!(running_on(&t, "node1").await, 30);
+    assert_eq!(t.running_on("node1").await, 30);
     t.drop_db().await;
 }
 
 async fn a_node_flapping_for_an_hour_moves_a_bounded_number_of_monitors(t: TestDb) {
-    let sup = settled(&t, 3, 30).await;
+    let sup = Supervisor::settled(&t, 3, 30).await;
     // down after 3 failures, up after 2 successes, then healthy long enough (20 s)
     // to pass the hold-down: undamped, each 38 s cycle would move 60 monitors
     let mut pattern = vec![false, false, false, true, true];
@@ -280,7 +248,7 @@ async fn a_node_flapping_for_an_hour_moves_a_bounded_number_of_monitors(t: TestD
 }
 
 async fn a_failed_decision_rolls_back_claims_nothing_and_is_retried(t: TestDb) {
-    let sup = settled(&t, 3, 10).await;
+    let sup = Supervisor::settled(&t, 3, 10).await;
     let before = t.monitors().await;
     t.exec("ALTER TABLE kc_move_ledger RENAME TO kc_move_ledger_away").await;
     sup.transition("node1", Up, Down).await;
@@ -298,7 +266,7 @@ async fn a_failed_decision_rolls_back_claims_nothing_and_is_retried(t: TestDb) {
     // a retry after the back-off may already have committed it; either way, once
     sup.reconcile().await;
     assert_eq!(sup.state().await.moves, 10);
-    assert_eq!(running_on(&t, "node1").await, 0);
+    assert_eq!(t.running_on("node1").await, 0);
     assert!(sup.state().await.retry_in_ms.is_none());
     common::eventually(Duration::from_secs(10), "the failure is in the event log", || async {
         t.count("SELECT COUNT(*) FROM kc_event_log WHERE kind = 'decision' AND outcome = 'failed'").await >= 1
@@ -308,20 +276,20 @@ async fn a_failed_decision_rolls_back_claims_nothing_and_is_retried(t: TestDb) {
 }
 
 async fn nodes_added_or_removed_in_the_table_start_and_stop_supervision(t: TestDb) {
-    let sup = settled(&t, 2, 5).await;
+    let sup = Supervisor::settled(&t, 2, 5).await;
     t.add_node("node3", "127.0.0.1:9").await;
     t.add_monitors("node3", 5).await;
     sup.reconcile().await;
     let state = sup.state().await;
     let node3 = state.nodes.iter().find(|n| n.node_id == "node3").expect("node3 is supervised");
     assert_eq!(node3.health, Unknown);
-    assert_eq!(running_on(&t, "node3").await, 5, "a node awaiting its verdict keeps its monitors");
+    assert_eq!(t.running_on("node3").await, 5, "a node awaiting its verdict keeps its monitors");
 
     t.exec("DELETE FROM node WHERE node_id = 'node2'").await;
     let summary = sup.reconcile().await;
     assert_eq!(summary.displaced, 5);
     assert!(sup.state().await.nodes.iter().all(|n| n.node_id != "node2"));
-    assert_eq!(running_on(&t, "node1").await, 10, "the only ready node takes node2's monitors");
+    assert_eq!(t.running_on("node1").await, 10, "the only ready node takes node2's monitors");
     let rows = ledger(&t).await;
     assert!(rows.iter().all(|r| r.1.as_deref() == Some("node2") && r.3 == "failover"));
     sup.transition("node3", Unknown, Up).await;
@@ -348,7 +316,7 @@ async fn static_nodes_from_config_are_registered_and_supervised(t: TestDb) {
 
 async fn setup_is_complete_once_kuma_has_a_user(t: TestDb) {
     t.exec("CREATE TABLE user (id INTEGER PRIMARY KEY, username VARCHAR(255))").await;
-    let sup = settled(&t, 1, 1).await;
+    let sup = Supervisor::settled(&t, 1, 1).await;
     let table = sup.routing.load();
     assert!(!table.setup_complete);
     assert_eq!(table.primary.as_deref(), Some("node1"));
@@ -359,14 +327,14 @@ async fn setup_is_complete_once_kuma_has_a_user(t: TestDb) {
 }
 
 async fn with_every_node_down_nothing_moves_and_the_stranded_monitors_are_reported(t: TestDb) {
-    let sup = settled(&t, 2, 5).await;
+    let sup = Supervisor::settled(&t, 2, 5).await;
     sup.transition("node1", Up, Down).await;
     sup.transition("node2", Up, Down).await;
     sup.reconcile().await;
     let state = sup.state().await;
     // node1's monitors went to node2 while it was up; then nothing was ready
     assert_eq!((state.stranded, state.moves), (10, 5));
-    assert_eq!((running_on(&t, "node1").await, running_on(&t, "node2").await), (0, 10));
+    assert_eq!((t.running_on("node1").await, t.running_on("node2").await), (0, 10));
     let events = t.count("SELECT COUNT(*) FROM kc_event_log").await;
     for _ in 0..5 {
         sup.clock.advance(Duration::from_secs(10));
@@ -376,12 +344,12 @@ async fn with_every_node_down_nothing_moves_and_the_stranded_monitors_are_report
     sup.transition("node1", Down, Up).await;
     sup.reconcile().await;
     assert_eq!(sup.state().await.stranded, 0);
-    assert_eq!(running_on(&t, "node1").await, 10, "the first node back takes everything");
+    assert_eq!(t.running_on("node1").await, 10, "the first node back takes everything");
     t.drop_db().await;
 }
 
 async fn a_ledger_row_with_an_unknown_reason_is_left_alone_and_blocks_nothing(t: TestDb) {
-    let sup = settled(&t, 2, 3).await;
+    let sup = Supervisor::settled(&t, 2, 3).await;
     t.exec(
         "INSERT INTO kc_move_ledger (monitor_id, from_node, to_node, reason, created_at) \
          VALUES (1, 'node1', 'node2', 'teleport', '2026-11-01 00:00:00')",
@@ -391,16 +359,16 @@ async fn a_ledger_row_with_an_unknown_reason_is_left_alone_and_blocks_nothing(t:
     sup.reconcile().await;
     let state = sup.state().await;
     assert_eq!((state.unreadable_moves, state.failed_decisions), (1, 0));
-    assert_eq!(running_on(&t, "node1").await, 0, "failover still happens");
+    assert_eq!(t.running_on("node1").await, 0, "failover still happens");
     assert_eq!(t.count("SELECT COUNT(*) FROM kc_move_ledger WHERE reason = 'teleport' AND undone_at IS NULL").await, 1);
     t.drop_db().await;
 }
 
 async fn shutdown_lets_the_decision_in_flight_commit(t: TestDb) {
-    let sup = settled(&t, 3, 300).await;
+    let sup = Supervisor::settled(&t, 3, 300).await;
     sup.transition("node1", Up, Down).await;
     sup.addr.send(Shutdown).await.unwrap();
-    assert_eq!(running_on(&t, "node1").await, 0, "the failover committed before shutdown returned");
+    assert_eq!(t.running_on("node1").await, 0, "the failover committed before shutdown returned");
     assert_eq!(t.count("SELECT COUNT(*) FROM kc_move_ledger").await, 300);
     let refused = sup.addr.send(kuma_cluster::actors::cluster::Reconcile).await.unwrap();
     assert_eq!(refused, Err("shutting down".to_string()));

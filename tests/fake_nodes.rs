@@ -3,22 +3,11 @@
 
 mod common;
 
-use actix::Actor;
 use common::{eventually, FakeNode, TestDb};
-use kuma_cluster::actors::cluster::{ClusterActor, ClusterDeps, GetClusterState, Shutdown};
-use kuma_cluster::clock::SystemClock;
-use kuma_cluster::probe::HttpProbe;
-use kuma_cluster::routing::RoutingPublisher;
-use std::rc::Rc;
-use std::sync::Arc;
+use kuma_cluster::actors::cluster::{GetClusterState, Shutdown};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-async fn running_on(t: &TestDb, node: &str) -> i64 {
-    t.count(&format!("SELECT COUNT(*) FROM monitor WHERE active = 1 AND COALESCE(assigned_node, node_id) = '{node}'"))
-        .await
-}
 
 async fn a_node_failing_its_health_checks_is_failed_over_and_back_with_reconcile_pushes(t: TestDb) {
     t.migrate().await;
@@ -27,27 +16,7 @@ async fn a_node_failing_its_health_checks_is_failed_over_and_back_with_reconcile
         t.add_node(&format!("node{}", i + 1), &node.host).await;
         t.add_monitors(&format!("node{}", i + 1), 20).await;
     }
-    let settings = common::settings(&[
-        ("KUMA_CLUSTER__HEALTH__INTERVAL", "50ms"),
-        ("KUMA_CLUSTER__HEALTH__DOWN_INTERVAL", "50ms"),
-        ("KUMA_CLUSTER__HEALTH__TIMEOUT", "500ms"),
-        ("KUMA_CLUSTER__CLUSTER__HOLD_DOWN", "300ms"),
-        ("KUMA_CLUSTER__CLUSTER__RECONCILE_INTERVAL", "200ms"),
-        ("KUMA_CLUSTER__NODES__AUTH_HEADER", "Bearer test-token"),
-    ]);
-    let publisher = RoutingPublisher::new();
-    let routing = publisher.reader();
-    let (_suspects, suspects) = tokio::sync::mpsc::channel(16);
-    let cluster = ClusterActor::new(ClusterDeps {
-        db: t.db.clone(),
-        probe: Rc::new(HttpProbe::new(settings.health.timeout)),
-        settings: Arc::new(settings),
-        clock: Arc::new(SystemClock),
-        publisher,
-        suspects,
-        metrics: Default::default(),
-    })
-    .start();
+    let (cluster, routing) = common::live_supervisor(&t, &[("KUMA_CLUSTER__NODES__AUTH_HEADER", "Bearer test-token")]);
     eventually(WAIT, "every node is up and routable", || async {
         let table = routing.load();
         table.nodes.len() == 3 && table.nodes.iter().all(|n| n.ready)
@@ -56,10 +25,10 @@ async fn a_node_failing_its_health_checks_is_failed_over_and_back_with_reconcile
     assert!(cluster.send(GetClusterState).await.unwrap().started);
 
     nodes[0].set_health(503);
-    eventually(WAIT, "node1's monitors leave it", || async { running_on(&t, "node1").await == 0 }).await;
+    eventually(WAIT, "node1's monitors leave it", || async { t.running_on("node1").await == 0 }).await;
     assert_eq!(t.status_of("node1").await, "offline");
     assert!(!routing.load().node("node1").unwrap().ready);
-    assert_eq!(running_on(&t, "node2").await + running_on(&t, "node3").await, 60);
+    assert_eq!(t.running_on("node2").await + t.running_on("node3").await, 60);
     eventually(WAIT, "the new owners are asked to reconcile", || async {
         !nodes[1].reconcile_calls().is_empty() && !nodes[2].reconcile_calls().is_empty()
     })
@@ -68,7 +37,7 @@ async fn a_node_failing_its_health_checks_is_failed_over_and_back_with_reconcile
     assert!(nodes[0].reconcile_calls().is_empty(), "a down node is not asked");
 
     nodes[0].set_health(200);
-    eventually(WAIT, "node1's monitors return", || async { running_on(&t, "node1").await == 20 }).await;
+    eventually(WAIT, "node1's monitors return", || async { t.running_on("node1").await == 20 }).await;
     assert_eq!(t.status_of("node1").await, "online");
     eventually(WAIT, "node1 is asked to reconcile", || async { !nodes[0].reconcile_calls().is_empty() }).await;
     assert_eq!(t.count("SELECT COUNT(*) FROM kc_move_ledger WHERE undone_at IS NULL").await, 0);

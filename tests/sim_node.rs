@@ -4,17 +4,11 @@
 
 mod common;
 
-use actix::Actor;
 use common::{eventually, TestDb};
-use kuma_cluster::actors::cluster::{ClusterActor, ClusterDeps, Shutdown};
-use kuma_cluster::clock::SystemClock;
-use kuma_cluster::probe::HttpProbe;
-use kuma_cluster::routing::RoutingPublisher;
+use kuma_cluster::actors::cluster::Shutdown;
 use kuma_cluster::sim::{SimConfig, SimNode};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -126,27 +120,7 @@ async fn sim_nodes_under_the_supervisor_fail_over_and_back_with_each_monitor_run
     for i in 1..=3 {
         nodes.push(SimNode::start(config(&format!("sim{i}"), "127.0.0.1:0", hour), t.db.clone()).await.unwrap());
     }
-    let settings = common::settings(&[
-        ("KUMA_CLUSTER__HEALTH__INTERVAL", "50ms"),
-        ("KUMA_CLUSTER__HEALTH__DOWN_INTERVAL", "50ms"),
-        ("KUMA_CLUSTER__HEALTH__TIMEOUT", "500ms"),
-        ("KUMA_CLUSTER__CLUSTER__HOLD_DOWN", "300ms"),
-        ("KUMA_CLUSTER__CLUSTER__RECONCILE_INTERVAL", "200ms"),
-        ("KUMA_CLUSTER__NODES__AUTH_HEADER", AUTH),
-    ]);
-    let publisher = RoutingPublisher::new();
-    let routing = publisher.reader();
-    let (_suspects, suspects) = tokio::sync::mpsc::channel(16);
-    let cluster = ClusterActor::new(ClusterDeps {
-        db: t.db.clone(),
-        probe: Rc::new(HttpProbe::new(settings.health.timeout)),
-        settings: Arc::new(settings),
-        clock: Arc::new(SystemClock),
-        publisher,
-        suspects,
-        metrics: Default::default(),
-    })
-    .start();
+    let (cluster, routing) = common::live_supervisor(&t, &[("KUMA_CLUSTER__NODES__AUTH_HEADER", AUTH)]);
     eventually(WAIT, "all three nodes ready", || async { routing.load().nodes.iter().filter(|n| n.ready).count() == 3 }).await;
     assert!(each_runs_exactly_once(&t, &[&nodes[0], &nodes[1], &nodes[2]]).await);
 

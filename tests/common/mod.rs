@@ -200,6 +200,14 @@ impl TestDb {
             .collect()
     }
 
+    /// Active monitors whose effective node is `node`.
+    pub async fn running_on(&self, node: &str) -> i64 {
+        self.count(&format!(
+            "SELECT COUNT(*) FROM monitor WHERE active = 1 AND COALESCE(assigned_node, node_id) = '{node}'"
+        ))
+        .await
+    }
+
     pub async fn status_of(&self, node: &str) -> String {
         self.rows(&format!("SELECT status FROM node WHERE node_id = '{node}'"), 1).await[0][0].clone().unwrap()
     }
@@ -375,6 +383,32 @@ impl Supervisor {
         Supervisor { addr, clock, routing, suspects, metrics }
     }
 
+    /// `nodes` nodes (node1 is primary) with `per_node` monitors each, supervised
+    /// and settled: every node has reported up and the first decision has run.
+    pub async fn settled(t: &TestDb, nodes: usize, per_node: usize) -> Supervisor {
+        t.migrate().await;
+        for i in 1..=nodes {
+            // nothing listens on port 9: reconcile pushes fail fast and are only logged
+            t.add_node(&format!("node{i}"), "127.0.0.1:9").await;
+            t.add_monitors(&format!("node{i}"), per_node).await;
+        }
+        let sup = Supervisor::start(t, Rc::new(SilentProbe), &[]);
+        sup.up_all(nodes).await;
+        sup
+    }
+
+    /// Reports node1..=`nodes` up for the first time; the cluster then writes nothing.
+    pub async fn up_all(&self, nodes: usize) {
+        use kuma_cluster::health::Health::{Unknown, Up};
+        self.reconcile().await;
+        for i in 1..=nodes {
+            self.transition(&format!("node{i}"), Unknown, Up).await;
+        }
+        let summary = self.reconcile().await;
+        assert!(self.state().await.started);
+        assert!(!summary.wrote, "a settled cluster writes nothing: {summary:?}");
+    }
+
     pub async fn reconcile(&self) -> kuma_cluster::actors::cluster::DecisionSummary {
         self.addr.send(Reconcile).await.unwrap().expect("decision commits")
     }
@@ -416,6 +450,38 @@ pub fn http_request(addr: &str, method: &str, path: &str, token: Option<&str>) -
     let mut response = Vec::new();
     stream.read_to_end(&mut response).ok()?;
     Some(String::from_utf8_lossy(&response).into_owned())
+}
+
+/// A ClusterActor in real time with real HTTP probes and fast settings (50 ms
+/// probes, 300 ms hold-down, 200 ms ticks), plus `overrides`.
+pub fn live_supervisor(
+    db: &TestDb,
+    overrides: &[(&str, &str)],
+) -> (Addr<ClusterActor>, RoutingReader) {
+    let mut all = vec![
+        ("KUMA_CLUSTER__HEALTH__INTERVAL", "50ms"),
+        ("KUMA_CLUSTER__HEALTH__DOWN_INTERVAL", "50ms"),
+        ("KUMA_CLUSTER__HEALTH__TIMEOUT", "500ms"),
+        ("KUMA_CLUSTER__CLUSTER__HOLD_DOWN", "300ms"),
+        ("KUMA_CLUSTER__CLUSTER__RECONCILE_INTERVAL", "200ms"),
+    ];
+    all.extend_from_slice(overrides);
+    let settings = settings(&all);
+    let publisher = RoutingPublisher::new();
+    let routing = publisher.reader();
+    // the proxy's end of the passive-health channel is not needed here
+    let (_, suspects) = tokio::sync::mpsc::channel(16);
+    let cluster = ClusterActor::new(ClusterDeps {
+        db: db.db.clone(),
+        probe: Rc::new(kuma_cluster::probe::HttpProbe::new(settings.health.timeout)),
+        settings: Arc::new(settings),
+        clock: Arc::new(kuma_cluster::clock::SystemClock),
+        publisher,
+        suspects,
+        metrics: Default::default(),
+    })
+    .start();
+    (cluster, routing)
 }
 
 /// Polls `check` every 20 ms until it holds, failing after `limit`: a liveness
