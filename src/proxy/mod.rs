@@ -164,7 +164,8 @@ async fn forward_http(
         return (error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", detail), first);
     }
     let body = RequestBody::new(payload, length, chunked, settings.max_body);
-    let headers = upstream_headers(req, settings.trust_forwarded);
+    // moved into the first attempt; a retry (rare) builds them again
+    let mut headers = Some(upstream_headers(req, settings.trust_forwarded));
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let (mut node, mut tried, mut read_retry_left) = (first, Vec::new(), is_idempotent(req.method()));
     loop {
@@ -172,7 +173,7 @@ async fn forward_http(
             return (error(StatusCode::BAD_GATEWAY, "node_unreachable", "the node has no address"), node);
         };
         let mut request = worker.client.request(req.method().clone(), format!("http://{host}{target}"));
-        *request.headers_mut() = headers.clone();
+        *request.headers_mut() = headers.take().unwrap_or_else(|| upstream_headers(req, settings.trust_forwarded));
         let failure = match request.send_body(body.attempt()).await {
             Ok(response) => return (respond(response, req.method()), node),
             Err(e) => e,
