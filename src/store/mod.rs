@@ -424,22 +424,16 @@ pub struct Page<T> {
 
 /// The event log, newest first; `page` counts from 1.
 pub async fn events(c: &impl ConnectionTrait, page: u64, per_page: u64) -> Result<Page<EventRow>, StoreError> {
-    let pages = event_log::Entity::find().order_by_desc(event_log::Column::Id).paginate(c, per_page);
-    let total = pages.num_items().await?;
-    let items = pages
-        .fetch_page(page.saturating_sub(1))
-        .await?
-        .into_iter()
-        .map(|e| EventRow {
-            id: e.id,
-            created_at: e.created_at,
-            kind: e.kind,
-            node_id: e.node_id,
-            outcome: e.outcome,
-            detail: serde_json::from_str(&e.detail).unwrap_or(serde_json::Value::String(e.detail)),
-        })
-        .collect();
-    Ok(Page { items, page, per_page, total })
+    let query = event_log::Entity::find().order_by_desc(event_log::Column::Id);
+    page_of(c, query, page, per_page, |e| EventRow {
+        id: e.id,
+        created_at: e.created_at,
+        kind: e.kind,
+        node_id: e.node_id,
+        outcome: e.outcome,
+        detail: serde_json::from_str(&e.detail).unwrap_or(serde_json::Value::String(e.detail)),
+    })
+    .await
 }
 
 /// The move ledger, newest first, optionally only moves from or to `node` and
@@ -462,23 +456,34 @@ pub async fn moves(
     if let Some(reason) = reason {
         query = query.filter(move_ledger::Column::Reason.eq(reason.as_str()));
     }
+    page_of(c, query, page, per_page, |m| MoveRow {
+        id: m.id,
+        monitor_id: m.monitor_id,
+        from_node: m.from_node,
+        to_node: m.to_node,
+        reason: m.reason,
+        created_at: m.created_at,
+        undone_at: m.undone_at,
+        pinned: m.pinned,
+    })
+    .await
+}
+
+/// One page of `query` (`page` counts from 1) and the number of rows on all pages.
+async fn page_of<E, T>(
+    c: &impl ConnectionTrait,
+    query: sea_orm::Select<E>,
+    page: u64,
+    per_page: u64,
+    row: impl Fn(E::Model) -> T,
+) -> Result<Page<T>, StoreError>
+where
+    E: EntityTrait,
+    E::Model: sea_orm::FromQueryResult + Send + Sync,
+{
     let pages = query.paginate(c, per_page);
     let total = pages.num_items().await?;
-    let items = pages
-        .fetch_page(page.saturating_sub(1))
-        .await?
-        .into_iter()
-        .map(|m| MoveRow {
-            id: m.id,
-            monitor_id: m.monitor_id,
-            from_node: m.from_node,
-            to_node: m.to_node,
-            reason: m.reason,
-            created_at: m.created_at,
-            undone_at: m.undone_at,
-            pinned: m.pinned,
-        })
-        .collect();
+    let items = pages.fetch_page(page.saturating_sub(1)).await?.into_iter().map(row).collect();
     Ok(Page { items, page, per_page, total })
 }
 
