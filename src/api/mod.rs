@@ -601,7 +601,8 @@ async fn ready(ops: web::Data<Ops>) -> HttpResponse {
 #[utoipa::path(get, path = "/lb/health", tag = "status", security(("bearer" = [])), responses(ReadAnswers))]
 async fn health(_: Authorized, ops: web::Data<Ops>) -> Result<HttpResponse, ApiError> {
     let table = ops.routing.load();
-    let seen: HashMap<String, Option<String>> = store::last_seen(&ops.db).await?.into_iter().collect();
+    let seen: HashMap<String, Option<String>> =
+        store::nodes(&ops.db).await?.into_iter().map(|n| (n.node_id, n.last_seen)).collect();
     let nodes: Vec<Value> = table
         .nodes
         .iter()

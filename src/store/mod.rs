@@ -487,19 +487,6 @@ where
     Ok(Page { items, page, per_page, total })
 }
 
-/// Each node's `last_seen` as the database renders it (Kuma stores it as text on
-/// SQLite and as a timestamp on MariaDB).
-pub async fn last_seen(c: &impl ConnectionTrait) -> Result<Vec<(String, Option<String>)>, StoreError> {
-    Ok(node::Entity::find()
-        .select_only()
-        .column(node::Column::NodeId)
-        .column_as(Expr::cust("CAST(last_seen AS CHAR)"), "last_seen")
-        .order_by_asc(node::Column::NodeId)
-        .into_tuple()
-        .all(c)
-        .await?)
-}
-
 /// A node's row as the node admin API shows it.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct NodeInfo {
@@ -509,6 +496,7 @@ pub struct NodeInfo {
     pub status: Option<String>,
     pub active: bool,
     pub is_primary: bool,
+    /// As the database renders it: Kuma stores text on SQLite, a timestamp on MariaDB.
     pub last_seen: Option<String>,
     /// `drain` or `maintenance` when an operator took it out of service.
     pub admin_state: Option<String>,
