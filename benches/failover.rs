@@ -8,7 +8,7 @@
 mod common;
 
 use common::{SilentProbe, Supervisor, TestDb};
-use kuma_cluster::health::Health::{Down, Unknown, Up};
+use kuma_cluster::core::health::Health::{Down, Unknown, Up};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 

@@ -8,10 +8,10 @@
 mod common;
 
 use common::{SilentProbe, Supervisor, TestDb};
-use kuma_cluster::actors::cluster::Apply;
-use kuma_cluster::health::Health::{self, Unknown, Up};
-use kuma_cluster::placement::{plan_rebalance, ClusterView, MonitorView, NodeView};
-use kuma_cluster::reconcile::Command;
+use kuma_cluster::supervisor::actors::cluster::Apply;
+use kuma_cluster::core::health::Health::{self, Unknown, Up};
+use kuma_cluster::core::placement::{plan_rebalance, ClusterView, MonitorView, NodeView};
+use kuma_cluster::core::reconcile::Command;
 use std::rc::Rc;
 use std::time::Instant;
 

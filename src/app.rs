@@ -1,22 +1,23 @@
 //! Wires the pieces together for `kuma-cluster serve` and `kuma-cluster migrate`.
 
-use crate::actors::cluster::{ClusterActor, ClusterDeps, Shutdown};
-use crate::clock::SystemClock;
+use crate::supervisor::actors::cluster::{ClusterActor, ClusterDeps, Shutdown};
+use crate::supervisor::clock::SystemClock;
 use crate::config::Settings;
 use crate::metrics::Metrics;
-use crate::probe::HttpProbe;
-use crate::routing::RoutingPublisher;
-use crate::dev::DevNodes;
-use crate::sim::{SimConfig, SimError, SimNode};
+use crate::supervisor::probe::HttpProbe;
+use crate::supervisor::publisher::RoutingPublisher;
+use crate::tools::dev::DevNodes;
+use crate::tools::sim::{SimConfig, SimError, SimNode};
 use actix::Addr;
 use sea_orm::DatabaseConnection;
 use std::time::Duration;
-use crate::server;
-use crate::store::{self, StoreError};
+use crate::front::server;
+use crate::supervisor::store::{self, StoreError};
 use actix::Actor;
-use crate::api::auth::Access;
-use crate::api::Ops;
-use crate::proxy::Front;
+use crate::front::api::auth::Access;
+use crate::front::api::status::Reads;
+use crate::front::api::Ops;
+use crate::front::proxy::Front;
 use actix_web::HttpServer;
 use tokio::sync::mpsc;
 use std::rc::Rc;
@@ -126,8 +127,14 @@ async fn run(settings: Settings, db: DatabaseConnection, dev: Option<Addr<DevNod
     })
     .start();
 
-    let ops = Ops { cluster: cluster.clone(), db, routing, access, metrics };
-    let server = HttpServer::new(move || server::app(front.clone(), ops.clone(), dev.clone()))
+    let ops = Ops { cluster: cluster.clone(), reads: Reads::new(db), routing, access, metrics };
+    let server = HttpServer::new(move || {
+        let app = server::app(front.clone(), ops.clone());
+        match &dev {
+            Some(nodes) => app.configure(crate::tools::dev::routes(nodes.clone())),
+            None => app,
+        }
+    })
         .workers(workers)
         .disable_signals()
         .bind(listen)

@@ -2,6 +2,7 @@
 //! `KUMA_CLUSTER__<SECTION>__<KEY>` environment variables. Every value is checked
 //! here, so the rest of the program only sees valid settings.
 
+use crate::core::model::NodeSpec;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -143,6 +144,19 @@ pub struct StaticNode {
     pub id: String,
     pub host: String,
     pub name: Option<String>,
+}
+
+impl StaticNode {
+    /// The row to register for this node while the table lacks it.
+    pub fn spec(&self) -> NodeSpec {
+        NodeSpec {
+            id: self.id.clone(),
+            name: self.name.clone().unwrap_or_else(|| self.id.clone()),
+            host: self.host.clone(),
+            active: true,
+            primary: false,
+        }
+    }
 }
 
 #[derive(Deserialize)]

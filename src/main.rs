@@ -3,8 +3,8 @@
 
 use clap::{Parser, Subcommand};
 use kuma_cluster::config::Settings;
-use kuma_cluster::ops_client::{Action, OpsClient};
-use kuma_cluster::sim::SimConfig;
+use kuma_cluster::tools::ops_client::{Action, OpsClient};
+use kuma_cluster::tools::sim::SimConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

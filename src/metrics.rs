@@ -4,8 +4,8 @@
 //! actors' thread only, and each proxy worker owns a shard of its own, whose lock
 //! is contended only while a scrape merges the shards.
 
-use crate::health::Health;
-use crate::routing::RoutingTable;
+use crate::core::health::Health;
+use crate::core::routing::RoutingTable;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -7,10 +7,10 @@ mod common;
 use actix_web::http::StatusCode;
 use actix_web::HttpServer;
 use common::{Supervisor, TestDb};
-use kuma_cluster::api::auth::Access;
-use kuma_cluster::api::Ops;
-use kuma_cluster::health::Health::{Down, Unknown, Up};
-use kuma_cluster::proxy::Front;
+use kuma_cluster::front::api::auth::Access;
+use kuma_cluster::front::api::Ops;
+use kuma_cluster::core::health::Health::{Down, Unknown, Up};
+use kuma_cluster::front::proxy::Front;
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -51,7 +51,7 @@ async fn stack(t: TestDb, api: &[(&str, &str)]) -> Stack {
     let settings = common::settings(&overrides);
     let ops = Ops {
         cluster: sup.addr.clone(),
-        db: t.db.clone(),
+        reads: kuma_cluster::front::api::status::Reads::new(t.db.clone()),
         routing: sup.routing.clone(),
         access: Arc::new(Access::new(&settings.api)),
         metrics: sup.metrics.clone(),
@@ -62,7 +62,7 @@ async fn stack(t: TestDb, api: &[(&str, &str)]) -> Stack {
         suspects: sup.suspects.clone(),
         metrics: sup.metrics.clone(),
     };
-    let server = HttpServer::new(move || kuma_cluster::server::app(front.clone(), ops.clone(), None))
+    let server = HttpServer::new(move || kuma_cluster::front::server::app(front.clone(), ops.clone()))
         .workers(1)
         .disable_signals()
         .bind("127.0.0.1:0")
@@ -574,7 +574,7 @@ fn metrics_need_a_token_and_count_transitions_moves_decisions_and_proxied_reques
 
 #[test]
 fn the_operator_cli_reads_and_steers_the_cluster_through_the_api() {
-    use kuma_cluster::ops_client::{Action, ClientError, OpsClient};
+    use kuma_cluster::tools::ops_client::{Action, ClientError, OpsClient};
     common::run(async {
         let s = stack(TestDb::sqlite().await, &[]).await;
         let cli = OpsClient::new(&s.base, Some(TOKEN.to_string()));

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{SilentProbe, Supervisor, TestDb};
-use kuma_cluster::actors::cluster::Shutdown;
-use kuma_cluster::health::{Health, HealthMachine};
+use kuma_cluster::supervisor::actors::cluster::Shutdown;
+use kuma_cluster::core::health::{Health, HealthMachine};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -252,7 +252,7 @@ async fn a_failed_decision_rolls_back_claims_nothing_and_is_retried(t: TestDb) {
     let before = t.monitors().await;
     t.exec("ALTER TABLE kc_move_ledger RENAME TO kc_move_ledger_away").await;
     sup.transition("node1", Up, Down).await;
-    let error = sup.addr.send(kuma_cluster::actors::cluster::Reconcile).await.unwrap().unwrap_err();
+    let error = sup.addr.send(kuma_cluster::supervisor::actors::cluster::Reconcile).await.unwrap().unwrap_err();
     assert!(error.contains("kc_move_ledger"), "{error}");
     assert_eq!(t.monitors().await, before, "the monitor updates were rolled back");
     assert_eq!(t.status_of("node1").await, "online");
@@ -300,7 +300,7 @@ async fn nodes_added_or_removed_in_the_table_start_and_stop_supervision(t: TestD
 async fn static_nodes_from_config_are_registered_and_supervised(t: TestDb) {
     t.migrate().await;
     t.add_node("node1", "127.0.0.1:9").await;
-    let mut settings = common::settings(&[("KUMA_CLUSTER__CLUSTER__RECONCILE_INTERVAL", "1h")]);
+    let mut settings = Supervisor::quiet_settings(&[]);
     settings.nodes.static_nodes =
         vec![kuma_cluster::config::StaticNode { id: "edge".into(), host: "127.0.0.1:9".into(), name: Some("Edge".into()) }];
     let sup = Supervisor::with_settings(&t, Rc::new(SilentProbe), settings);
@@ -370,12 +370,38 @@ async fn shutdown_lets_the_decision_in_flight_commit(t: TestDb) {
     sup.addr.send(Shutdown).await.unwrap();
     assert_eq!(t.running_on("node1").await, 0, "the failover committed before shutdown returned");
     assert_eq!(t.count("SELECT COUNT(*) FROM kc_move_ledger").await, 300);
-    let refused = sup.addr.send(kuma_cluster::actors::cluster::Reconcile).await.unwrap();
+    let refused = sup.addr.send(kuma_cluster::supervisor::actors::cluster::Reconcile).await.unwrap();
     assert_eq!(refused, Err("shutting down".to_string()));
     t.drop_db().await;
 }
 
+/// The transition arrives while a decision runs and a refused command waits
+/// behind it; the command's decision writes nothing, so the transition gets a
+/// decision of its own at once. The periodic tick is an hour away: without
+/// that, node1's monitors would stay on it.
+async fn a_transition_during_a_refused_command_is_decided_without_waiting_for_a_tick(t: TestDb) {
+    use kuma_cluster::core::model::AdminState;
+    use kuma_cluster::core::reconcile::{Command, Refusal};
+    use kuma_cluster::supervisor::actors::cluster::{Apply, ApplyError, Reconcile};
+    let sup = Supervisor::settled(&t, 3, 10).await;
+    // sent back to back, so they sit in the mailbox in this order
+    let first = sup.addr.send(Reconcile);
+    let refused = sup.addr.send(Apply(Command::SetAdmin { node: "nowhere".into(), state: Some(AdminState::Drain) }));
+    let down = sup.addr.send(kuma_cluster::supervisor::actors::node::NodeTransition {
+        node_id: "node1".into(),
+        transition: kuma_cluster::core::health::Transition { from: Up, to: Down },
+        last_error: None,
+    });
+    first.await.unwrap().unwrap();
+    assert_eq!(refused.await.unwrap(), Err(ApplyError::Refused(Refusal::UnknownNode("nowhere".into()))));
+    down.await.unwrap();
+    common::eventually(Duration::from_secs(30), "node1's monitors leave it", || async { t.running_on("node1").await == 0 })
+        .await;
+    t.drop_db().await;
+}
+
 on_both_backends!(
+    a_transition_during_a_refused_command_is_decided_without_waiting_for_a_tick,
     shutdown_lets_the_decision_in_flight_commit,
     with_every_node_down_nothing_moves_and_the_stranded_monitors_are_reported,
     a_ledger_row_with_an_unknown_reason_is_left_alone_and_blocks_nothing,
@@ -400,7 +426,7 @@ fn a_suspect_reported_by_the_proxy_is_probed_at_once() {
         t.migrate().await;
         t.add_node("node1", "127.0.0.1:9").await;
         let probe = common::ScriptedProbe::new([common::Scripted::Healthy]);
-        let sup = Supervisor::start(&t, Rc::new(probe.clone()), &[("KUMA_CLUSTER__HEALTH__INTERVAL", "1h")]);
+        let sup = Supervisor::start(&t, Rc::new(probe.clone()), &[]);
         sup.reconcile().await;
         common::eventually(Duration::from_secs(10), "the first probe", || async { probe.calls.borrow().len() == 1 }).await;
         // reports within 250 ms of the last probe add none

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{eventually, FakeNode, TestDb};
-use kuma_cluster::actors::cluster::{GetClusterState, Shutdown};
+use kuma_cluster::supervisor::actors::cluster::{GetClusterState, Shutdown};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);

@@ -3,7 +3,7 @@
 mod common;
 
 use common::TestDb;
-use kuma_cluster::store;
+use kuma_cluster::supervisor::store;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::DbBackend;
 

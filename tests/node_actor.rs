@@ -4,15 +4,15 @@ mod common;
 
 use actix::prelude::*;
 use common::{run_paused, settings, Collector, Scripted, ScriptedProbe};
-use kuma_cluster::actors::node::{GetNodeState, NodeActor, Retire};
-use kuma_cluster::health::{Health, Transition};
+use kuma_cluster::supervisor::actors::node::{GetNodeState, NodeActor, Retire};
+use kuma_cluster::core::health::{Health, Transition};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::time::Instant;
 use Scripted::{Failing, Hang, Healthy};
 
-type Seen = Rc<RefCell<Vec<(Instant, kuma_cluster::actors::node::NodeTransition)>>>;
+type Seen = Rc<RefCell<Vec<(Instant, kuma_cluster::supervisor::actors::node::NodeTransition)>>>;
 
 fn start(probe: &ScriptedProbe) -> (Addr<NodeActor>, Seen) {
     let seen: Seen = Rc::default();
@@ -170,10 +170,10 @@ fn a_passive_report_probes_at_once_without_starting_a_second_timer() {
         let (actor, _seen) = start(&probe);
         tokio::time::sleep(Duration::from_millis(1000)).await;
         assert_eq!(probe.calls.borrow().len(), 1, "one probe at start, the next is due at about 2 s");
-        actor.send(kuma_cluster::actors::node::ProbeNow).await.unwrap();
+        actor.send(kuma_cluster::supervisor::actors::node::ProbeNow).await.unwrap();
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(probe.calls.borrow().len(), 2, "the report probed at once");
-        actor.send(kuma_cluster::actors::node::ProbeNow).await.unwrap();
+        actor.send(kuma_cluster::supervisor::actors::node::ProbeNow).await.unwrap();
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(probe.calls.borrow().len(), 2, "a second report within 250 ms adds nothing");
         tokio::time::sleep(Duration::from_secs(60)).await;

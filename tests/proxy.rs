@@ -11,9 +11,10 @@ use actix_ws::{CloseCode, CloseReason, Message};
 use awc::ws::Frame;
 use common::run;
 use futures_util::{SinkExt, StreamExt};
-use kuma_cluster::health::Health;
-use kuma_cluster::proxy::Front;
-use kuma_cluster::routing::{RouteNode, RoutingPublisher, RoutingTable};
+use kuma_cluster::core::health::Health;
+use kuma_cluster::front::proxy::Front;
+use kuma_cluster::core::routing::{RouteNode, RoutingTable};
+use kuma_cluster::supervisor::publisher::RoutingPublisher;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::Read;
@@ -227,7 +228,7 @@ impl Proxy {
             suspects: tx,
             metrics: Default::default(),
         };
-        let server = HttpServer::new(move || App::new().configure(kuma_cluster::server::configure(front.clone())))
+        let server = HttpServer::new(move || App::new().configure(kuma_cluster::front::server::configure(front.clone())))
             .workers(1)
             .disable_signals()
             .bind("127.0.0.1:0")

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{eventually, TestDb};
-use kuma_cluster::actors::cluster::Shutdown;
-use kuma_cluster::sim::{SimConfig, SimNode};
+use kuma_cluster::supervisor::actors::cluster::Shutdown;
+use kuma_cluster::tools::sim::{SimConfig, SimNode};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::Duration;

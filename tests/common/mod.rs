@@ -5,13 +5,13 @@
 use actix::prelude::*;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use futures_util::future::LocalBoxFuture;
-use kuma_cluster::actors::cluster::{ClusterActor, ClusterDeps, Reconcile};
-use kuma_cluster::actors::node::NodeTransition;
-use kuma_cluster::clock::ManualClock;
+use kuma_cluster::supervisor::actors::cluster::{ClusterActor, ClusterDeps, Reconcile};
+use kuma_cluster::supervisor::actors::node::NodeTransition;
+use kuma_cluster::supervisor::clock::ManualClock;
 use kuma_cluster::config::Settings;
-use kuma_cluster::probe::{Probe, ProbeError};
-use kuma_cluster::routing::{RoutingPublisher, RoutingReader};
-use kuma_cluster::store;
+use kuma_cluster::supervisor::probe::{Probe, ProbeError};
+use kuma_cluster::supervisor::publisher::{RoutingPublisher, RoutingReader};
+use kuma_cluster::supervisor::store;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -356,12 +356,24 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// A ClusterActor on `db` whose time is a [`ManualClock`] and whose periodic
-    /// tick is an hour away, so only the test's messages trigger decisions.
+    /// A ClusterActor on `db` driven only by the test's messages:
+    /// [`Supervisor::quiet_settings`] and a [`ManualClock`].
     pub fn start(db: &TestDb, probe: Rc<dyn Probe>, overrides: &[(&str, &str)]) -> Supervisor {
-        let mut all = vec![("KUMA_CLUSTER__CLUSTER__RECONCILE_INTERVAL", "1h")];
+        Supervisor::with_settings(db, probe, Supervisor::quiet_settings(overrides))
+    }
+
+    /// Settings under which only the test's messages change health and trigger
+    /// decisions, however slow the machine is: the periodic tick is an hour
+    /// away, and the NodeActors' probes wait an hour before they time out.
+    pub fn quiet_settings(overrides: &[(&str, &str)]) -> Settings {
+        let mut all = vec![
+            ("KUMA_CLUSTER__CLUSTER__RECONCILE_INTERVAL", "1h"),
+            ("KUMA_CLUSTER__HEALTH__TIMEOUT", "1h"),
+            ("KUMA_CLUSTER__HEALTH__INTERVAL", "1h"),
+            ("KUMA_CLUSTER__HEALTH__DOWN_INTERVAL", "1h"),
+        ];
         all.extend_from_slice(overrides);
-        Supervisor::with_settings(db, probe, settings(&all))
+        settings(&all)
     }
 
     pub fn with_settings(db: &TestDb, probe: Rc<dyn Probe>, settings: Settings) -> Supervisor {
@@ -399,7 +411,7 @@ impl Supervisor {
 
     /// Reports node1..=`nodes` up for the first time; the cluster then writes nothing.
     pub async fn up_all(&self, nodes: usize) {
-        use kuma_cluster::health::Health::{Unknown, Up};
+        use kuma_cluster::core::health::Health::{Unknown, Up};
         self.reconcile().await;
         for i in 1..=nodes {
             self.transition(&format!("node{i}"), Unknown, Up).await;
@@ -409,23 +421,23 @@ impl Supervisor {
         assert!(!summary.wrote, "a settled cluster writes nothing: {summary:?}");
     }
 
-    pub async fn reconcile(&self) -> kuma_cluster::actors::cluster::DecisionSummary {
+    pub async fn reconcile(&self) -> kuma_cluster::core::reconcile::DecisionSummary {
         self.addr.send(Reconcile).await.unwrap().expect("decision commits")
     }
 
-    pub async fn transition(&self, node: &str, from: kuma_cluster::health::Health, to: kuma_cluster::health::Health) {
+    pub async fn transition(&self, node: &str, from: kuma_cluster::core::health::Health, to: kuma_cluster::core::health::Health) {
         self.addr
             .send(NodeTransition {
                 node_id: node.into(),
-                transition: kuma_cluster::health::Transition { from, to },
+                transition: kuma_cluster::core::health::Transition { from, to },
                 last_error: None,
             })
             .await
             .unwrap();
     }
 
-    pub async fn state(&self) -> kuma_cluster::actors::cluster::ClusterState {
-        self.addr.send(kuma_cluster::actors::cluster::GetClusterState).await.unwrap()
+    pub async fn state(&self) -> kuma_cluster::supervisor::actors::cluster::ClusterState {
+        self.addr.send(kuma_cluster::supervisor::actors::cluster::GetClusterState).await.unwrap()
     }
 }
 
@@ -453,7 +465,9 @@ pub fn http_request(addr: &str, method: &str, path: &str, token: Option<&str>) -
 }
 
 /// A ClusterActor in real time with real HTTP probes and fast settings (50 ms
-/// probes, 300 ms hold-down, 200 ms ticks), plus `overrides`.
+/// probes, 300 ms hold-down, 200 ms ticks), plus `overrides`. The probe timeout
+/// is generous: these tests kill nodes (refused at once), and a loaded machine
+/// must not fail a live node.
 pub fn live_supervisor(
     db: &TestDb,
     overrides: &[(&str, &str)],
@@ -461,7 +475,7 @@ pub fn live_supervisor(
     let mut all = vec![
         ("KUMA_CLUSTER__HEALTH__INTERVAL", "50ms"),
         ("KUMA_CLUSTER__HEALTH__DOWN_INTERVAL", "50ms"),
-        ("KUMA_CLUSTER__HEALTH__TIMEOUT", "500ms"),
+        ("KUMA_CLUSTER__HEALTH__TIMEOUT", "3s"),
         ("KUMA_CLUSTER__CLUSTER__HOLD_DOWN", "300ms"),
         ("KUMA_CLUSTER__CLUSTER__RECONCILE_INTERVAL", "200ms"),
     ];
@@ -473,9 +487,9 @@ pub fn live_supervisor(
     let (_, suspects) = tokio::sync::mpsc::channel(16);
     let cluster = ClusterActor::new(ClusterDeps {
         db: db.db.clone(),
-        probe: Rc::new(kuma_cluster::probe::HttpProbe::new(settings.health.timeout)),
+        probe: Rc::new(kuma_cluster::supervisor::probe::HttpProbe::new(settings.health.timeout)),
         settings: Arc::new(settings),
-        clock: Arc::new(kuma_cluster::clock::SystemClock),
+        clock: Arc::new(kuma_cluster::supervisor::clock::SystemClock),
         publisher,
         suspects,
         metrics: Default::default(),

@@ -22,7 +22,7 @@
 //!    summed; never fewer than its load above the rounded-up share, summed.
 //! 9. **Stable**: rebalancing a balanced cluster moves nothing.
 
-use crate::health::Health;
+use crate::core::health::Health;
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -123,6 +123,23 @@ pub enum MoveKind {
     Rebalance,
 }
 
+impl MoveKind {
+    /// The reason of the ledger row this move opens; a revert opens none.
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            MoveKind::Displace(reason) => Some(*reason),
+            MoveKind::Manual { .. } => Some(Reason::Manual),
+            MoveKind::Rebalance => Some(Reason::Rebalance),
+            MoveKind::Revert { .. } => None,
+        }
+    }
+
+    /// Its name in metrics and in the event log.
+    pub fn label(&self) -> &'static str {
+        self.reason().map_or("revert", Reason::as_str)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Move {
     pub monitor: MonitorId,
@@ -131,6 +148,20 @@ pub struct Move {
     /// The new `assigned_node`: `None` when the monitor returns to its home node.
     pub assigned: Option<String>,
     pub kind: MoveKind,
+}
+
+impl Move {
+    /// Moves `m` from where it runs now to `to`; the override is cleared when
+    /// `to` is its home, so a monitor at home never carries one.
+    pub fn new(m: &MonitorView, to: String, kind: MoveKind) -> Move {
+        Move {
+            monitor: m.id,
+            from: m.effective().map(str::to_owned),
+            assigned: (m.home.as_deref() != Some(to.as_str())).then(|| to.clone()),
+            to,
+            kind,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -231,13 +262,7 @@ pub fn plan(view: &ClusterView) -> Plan {
             shift_load(&mut loads, m.effective().and_then(|id| index.get(id)).copied(), o);
         }
         moved[k] = true;
-        plan.moves.push(Move {
-            monitor: m.id,
-            from: m.effective().map(str::to_owned),
-            to: node.id.clone(),
-            assigned: (m.home.as_deref() != Some(node.id.as_str())).then(|| node.id.clone()),
-            kind: MoveKind::Revert { closes: origin.rows.clone() },
-        });
+        plan.moves.push(Move::new(m, node.id.clone(), MoveKind::Revert { closes: origin.rows.clone() }));
     }
 
     let stable: Vec<usize> = (0..view.nodes.len()).filter(|&i| view.nodes[i].ready() && view.nodes[i].stable).collect();
@@ -265,14 +290,7 @@ pub fn plan(view: &ClusterView) -> Plan {
             plan.over_capacity += 1;
         }
         shift_load(&mut loads, m.effective().and_then(|id| index.get(id)).copied(), target);
-        let to = view.nodes[target].id.clone();
-        plan.moves.push(Move {
-            monitor: m.id,
-            from: m.effective().map(str::to_owned),
-            assigned: (m.home.as_deref() != Some(to.as_str())).then(|| to.clone()),
-            to,
-            kind: MoveKind::Displace(reason),
-        });
+        plan.moves.push(Move::new(m, view.nodes[target].id.clone(), MoveKind::Displace(reason)));
     }
     plan
 }
@@ -365,17 +383,7 @@ pub fn plan_rebalance(view: &ClusterView, max_moves: Option<usize>, from_scratch
 
     (0..view.monitors.len())
         .filter(|&k| placed[k] != current[k])
-        .filter_map(|k| {
-            let m = &view.monitors[k];
-            let to = view.nodes[placed[k]?].id.clone();
-            Some(Move {
-                monitor: m.id,
-                from: m.effective().map(str::to_owned),
-                assigned: (m.home.as_deref() != Some(to.as_str())).then(|| to.clone()),
-                to,
-                kind: MoveKind::Rebalance,
-            })
-        })
+        .filter_map(|k| Some(Move::new(&view.monitors[k], view.nodes[placed[k]?].id.clone(), MoveKind::Rebalance)))
         .collect()
 }
 

@@ -1,53 +1,10 @@
-//! The routing snapshot: an immutable table of where traffic and monitors go,
-//! published by the ClusterActor and read lock-free by the request path.
+//! Publishes the routing snapshot: one writer (the ClusterActor), lock-free
+//! readers on the request path.
 
-use crate::health::Health;
-use crate::placement::MonitorId;
+use crate::core::routing::RoutingTable;
 use arc_swap::ArcSwap;
-use serde::Serialize;
-use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::watch;
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct RouteNode {
-    pub id: String,
-    pub host: Option<String>,
-    pub health: Health,
-    /// `health == Up && enabled`: may receive traffic.
-    pub ready: bool,
-    pub enabled: bool,
-    pub monitor_count: usize,
-    pub limit: usize,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct RoutingTable {
-    /// Raised by one on every publish that changed something; never on a no-op.
-    pub generation: u64,
-    pub nodes: Vec<RouteNode>,
-    /// Active monitor id → index into `nodes` of its effective node.
-    pub monitors: HashMap<MonitorId, usize>,
-    pub primary: Option<String>,
-    pub setup_complete: bool,
-}
-
-impl RoutingTable {
-    pub fn node(&self, id: &str) -> Option<&RouteNode> {
-        self.nodes.iter().find(|n| n.id == id)
-    }
-
-    pub fn node_of_monitor(&self, monitor: MonitorId) -> Option<&RouteNode> {
-        self.monitors.get(&monitor).map(|&i| &self.nodes[i])
-    }
-
-    fn same_content(&self, other: &RoutingTable) -> bool {
-        self.nodes == other.nodes
-            && self.monitors == other.monitors
-            && self.primary == other.primary
-            && self.setup_complete == other.setup_complete
-    }
-}
 
 /// The single writer of the snapshot. Not `Clone`: only the ClusterActor holds one.
 pub struct RoutingPublisher {
@@ -111,6 +68,8 @@ impl RoutingReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::health::Health;
+    use crate::core::routing::RouteNode;
 
     fn table(count: usize) -> RoutingTable {
         RoutingTable {

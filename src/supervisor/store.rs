@@ -1,9 +1,8 @@
 //! Every database query kuma-cluster makes. Callers pass a connection or an open
 //! transaction, so a decision's reads and writes share one transaction.
 
-use crate::config::StaticNode;
-use crate::placement::{MonitorId, Move, MoveKind, OpenMove, Reason};
-use crate::reconcile::AdminState;
+use crate::core::placement::{MonitorId, MoveKind, OpenMove, Reason};
+use crate::core::model::{AdminState, Changes, ClusterRows, MonitorRow, NewEvent, NodeRow, NodeStatus};
 use chrono::{DateTime, Utc};
 use entity::{event_log, monitor, move_ledger, node, node_admin};
 use migration::{Migrator, MigratorTrait};
@@ -25,121 +24,6 @@ pub enum StoreError {
     Db(#[from] sea_orm::DbErr),
     #[error("cannot create the database directory {path}: {source}")]
     Directory { path: String, source: std::io::Error },
-}
-
-/// A node row as the supervisor reads it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeRow {
-    pub id: String,
-    pub name: String,
-    pub host: Option<String>,
-    pub status: Option<String>,
-    pub enabled: bool,
-    pub is_primary: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MonitorRow {
-    pub id: MonitorId,
-    pub active: bool,
-    pub home: Option<String>,
-    pub assigned: Option<String>,
-}
-
-/// Everything a decision reads, taken inside its transaction.
-#[derive(Clone, Debug, Default)]
-pub struct ClusterRows {
-    pub nodes: Vec<NodeRow>,
-    pub monitors: Vec<MonitorRow>,
-    pub open_moves: Vec<OpenMove>,
-    /// Open ledger rows whose reason is not one kuma-cluster writes: left untouched
-    /// and out of planning, rather than failing every decision.
-    pub unreadable_moves: usize,
-    /// Nodes an operator has taken out of service.
-    pub admin: Vec<(String, AdminState)>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NodeStatus {
-    Online,
-    Offline,
-}
-
-impl NodeStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeStatus::Online => "online",
-            NodeStatus::Offline => "offline",
-        }
-    }
-}
-
-/// One row for the event log; written in the transaction of the action it records.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NewEvent {
-    pub kind: &'static str,
-    pub node_id: Option<String>,
-    pub outcome: &'static str,
-    pub detail: serde_json::Value,
-}
-
-/// A node row to insert.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeSpec {
-    pub id: String,
-    pub name: String,
-    pub host: String,
-    pub active: bool,
-    pub primary: bool,
-}
-
-impl From<&StaticNode> for NodeSpec {
-    fn from(s: &StaticNode) -> Self {
-        NodeSpec {
-            id: s.id.clone(),
-            name: s.name.clone().unwrap_or_else(|| s.id.clone()),
-            host: s.host.clone(),
-            active: true,
-            primary: false,
-        }
-    }
-}
-
-/// Columns of a node row to change; `None` leaves a column as it is.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NodeUpdate {
-    pub id: String,
-    pub name: Option<String>,
-    pub host: Option<String>,
-    pub active: Option<bool>,
-    pub primary: Option<bool>,
-}
-
-/// All writes of one decision.
-#[derive(Clone, Debug, Default)]
-pub struct Changes {
-    pub register: Vec<NodeSpec>,
-    pub updates: Vec<NodeUpdate>,
-    pub deletes: Vec<String>,
-    /// A node's administrative state: set, or cleared with `None`.
-    pub admin: Vec<(String, Option<AdminState>)>,
-    pub statuses: Vec<(String, NodeStatus)>,
-    pub moves: Vec<Move>,
-    pub close: Vec<i64>,
-    pub events: Vec<NewEvent>,
-}
-
-impl Changes {
-    pub fn is_empty(&self) -> bool {
-        self.register.is_empty()
-            && self.updates.is_empty()
-            && self.deletes.is_empty()
-            && self.admin.is_empty()
-            && self.statuses.is_empty()
-            && self.moves.is_empty()
-            && self.close.is_empty()
-            && self.events.is_empty()
-    }
 }
 
 /// Opens the database, creating the SQLite file and its directory when missing.
@@ -165,17 +49,20 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), StoreError> {
     Ok(Migrator::up(db, None).await?)
 }
 
+/// The node columns the supervisor reads, in the order [`load`] takes them.
+const NODE_COLUMNS: [node::Column; 6] = [
+    node::Column::NodeId,
+    node::Column::NodeName,
+    node::Column::Host,
+    node::Column::Status,
+    node::Column::Active,
+    node::Column::IsPrimary,
+];
+
 pub async fn load(c: &impl ConnectionTrait) -> Result<ClusterRows, StoreError> {
     let nodes = node::Entity::find()
         .select_only()
-        .columns([
-            node::Column::NodeId,
-            node::Column::NodeName,
-            node::Column::Host,
-            node::Column::Status,
-            node::Column::Active,
-            node::Column::IsPrimary,
-        ])
+        .columns(NODE_COLUMNS)
         .order_by_asc(node::Column::NodeId)
         .into_tuple::<(String, String, Option<String>, Option<String>, Option<bool>, Option<bool>)>()
         .all(c)
@@ -313,12 +200,8 @@ pub async fn write(c: &impl ConnectionTrait, changes: &Changes, now: DateTime<Ut
         .moves
         .iter()
         .filter_map(|mv| {
-            let (reason, pinned) = match mv.kind {
-                MoveKind::Displace(reason) => (reason, false),
-                MoveKind::Manual { pinned } => (Reason::Manual, pinned),
-                MoveKind::Rebalance => (Reason::Rebalance, false),
-                MoveKind::Revert { .. } => return None,
-            };
+            let reason = mv.kind.reason()?;
+            let pinned = matches!(mv.kind, MoveKind::Manual { pinned: true });
             Some(move_ledger::ActiveModel {
                 id: NotSet,
                 monitor_id: Set(mv.monitor),
@@ -507,14 +390,7 @@ pub async fn nodes(c: &impl ConnectionTrait) -> Result<Vec<NodeInfo>, StoreError
         node_admin::Entity::find().all(c).await?.into_iter().map(|a| (a.node_id, a.state)).collect();
     let rows = node::Entity::find()
         .select_only()
-        .columns([
-            node::Column::NodeId,
-            node::Column::NodeName,
-            node::Column::Host,
-            node::Column::Status,
-            node::Column::Active,
-            node::Column::IsPrimary,
-        ])
+        .columns(NODE_COLUMNS)
         .column_as(Expr::cust("CAST(last_seen AS CHAR)"), "last_seen")
         .order_by_asc(node::Column::NodeId)
         .into_model::<NodeColumns>()

@@ -4,25 +4,29 @@
 //! then publish the routing snapshot and ask the affected nodes to reconcile.
 //! Decisions never overlap: a trigger during one makes exactly one more follow it.
 
-use crate::actors::node::{GetNodeState, NodeActor, NodeState, NodeTransition, ProbeNow, Retire, SetHost};
-use crate::clock::Clock;
 use crate::config::{HealthSettings, Settings};
-use crate::health::{FlapDamper, Health};
+use crate::core::health::{FlapDamper, Health};
+use crate::core::model::{NewEvent, NodeSpec};
+use crate::core::reconcile::{self, Command, Decision, DecisionSummary, Inputs, NodeInput, RebalanceReport, Refusal};
+use crate::core::routing::RoutingTable;
 use crate::metrics::Metrics;
-use crate::placement::MoveKind;
-use crate::probe::Probe;
-use crate::push::ReconcilePush;
-use crate::reconcile::{self, Command, Decision, Inputs, NodeInput, RebalanceReport, Refusal};
-use crate::routing::{RoutingPublisher, RoutingTable};
-use crate::store::{self, NewEvent, StoreError};
+use crate::supervisor::actors::node::{GetNodeState, NodeActor, NodeState, NodeTransition, ProbeNow, Retire, SetHost};
+use crate::supervisor::clock::Clock;
+use crate::supervisor::probe::Probe;
+use crate::supervisor::publisher::RoutingPublisher;
+use crate::supervisor::push::ReconcilePush;
+use crate::supervisor::queue::{DecisionQueue, Next, Outcome};
+use crate::supervisor::store::{self, StoreError};
 use actix::prelude::*;
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+
+pub use crate::supervisor::queue::ApplyError;
 
 /// Run a decision now and answer once one that started after this request has
 /// finished.
@@ -39,14 +43,6 @@ pub struct GetClusterState;
 #[derive(Message)]
 #[rtype(result = "Result<DecisionSummary, ApplyError>")]
 pub struct Apply(pub Command);
-
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ApplyError {
-    #[error(transparent)]
-    Refused(#[from] Refusal),
-    #[error("{0}")]
-    Failed(String),
-}
 
 /// Every member with its NodeActor's probe state, for the status API.
 #[derive(Message)]
@@ -78,21 +74,6 @@ struct ReconcileTick;
 
 impl Message for ReconcileTick {
     type Result = ();
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct DecisionSummary {
-    pub wrote: bool,
-    pub moves: usize,
-    pub displaced: usize,
-    pub reverted: usize,
-    pub manual: usize,
-    pub ledger_closed: usize,
-    pub status_changes: usize,
-    pub stranded: usize,
-    pub duration_ms: u64,
-    /// The plan of a rebalance command, applied or (dry run) only reported.
-    pub rebalance: Option<RebalanceReport>,
 }
 
 /// The last rebalance, for `/lb/rebalancing-status`.
@@ -173,13 +154,12 @@ struct Member {
     actor: Addr<NodeActor>,
 }
 
-type Waiter = oneshot::Sender<Result<DecisionSummary, String>>;
-type Answer = oneshot::Sender<Result<DecisionSummary, ApplyError>>;
-
 pub struct ClusterActor {
     db: DatabaseConnection,
     settings: Arc<Settings>,
     health_settings: Rc<HealthSettings>,
+    /// `nodes.static` as rows to register, converted once.
+    static_nodes: Arc<Vec<NodeSpec>>,
     clock: Arc<dyn Clock>,
     probe: Rc<dyn Probe>,
     publisher: RoutingPublisher,
@@ -189,20 +169,8 @@ pub struct ClusterActor {
     members: BTreeMap<String, Member>,
     started: bool,
     setup_complete: bool,
-    busy: bool,
-    /// A trigger arrived during the decision in flight.
-    pending: bool,
-    stopping: bool,
-    waiting: Vec<Waiter>,
-    waiting_next: Vec<Waiter>,
-    /// Operator commands, each decided in a transaction of its own, in order.
-    commands: VecDeque<(Command, Answer)>,
-    /// The decision in flight runs a rebalance command.
-    rebalancing: bool,
+    queue: DecisionQueue,
     last_rebalance: Option<RebalanceStatus>,
-    stopped: Vec<oneshot::Sender<()>>,
-    backoff: Option<Duration>,
-    retry_at: Option<Instant>,
     stranded: usize,
     decisions: u64,
     failed_decisions: u64,
@@ -215,8 +183,14 @@ pub struct ClusterActor {
     unreadable_moves: usize,
 }
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// What a decision's transaction produced: the decision, whether Kuma's setup is
+/// complete, how long it took, and whether it committed (a dry run does not).
+struct Decided {
+    decision: Decision,
+    setup_complete: bool,
+    took: Duration,
+    committed: bool,
+}
 
 impl ClusterActor {
     pub fn new(deps: ClusterDeps) -> Self {
@@ -224,6 +198,7 @@ impl ClusterActor {
         ClusterActor {
             db: deps.db,
             health_settings: Rc::new(settings.health.clone()),
+            static_nodes: Arc::new(settings.nodes.static_nodes.iter().map(|s| s.spec()).collect()),
             push: ReconcilePush::new(settings.nodes.auth_header.clone(), settings.nodes.reconcile_timeout),
             settings,
             clock: deps.clock,
@@ -234,17 +209,8 @@ impl ClusterActor {
             members: BTreeMap::new(),
             started: false,
             setup_complete: false,
-            busy: false,
-            pending: false,
-            stopping: false,
-            waiting: Vec::new(),
-            waiting_next: Vec::new(),
-            commands: VecDeque::new(),
-            rebalancing: false,
+            queue: DecisionQueue::new(),
             last_rebalance: None,
-            stopped: Vec::new(),
-            backoff: None,
-            retry_at: None,
             stranded: 0,
             decisions: 0,
             failed_decisions: 0,
@@ -265,32 +231,22 @@ impl ClusterActor {
         NodeInput { health: member.health, stable, settled }
     }
 
-    fn request(&mut self, ctx: &mut Context<Self>, waiter: Option<Waiter>) {
-        if self.stopping {
-            if let Some(w) = waiter {
-                let _ = w.send(Err("shutting down".to_owned()));
-            }
-            return;
+    fn request(&mut self, ctx: &mut Context<Self>, waiter: Option<oneshot::Sender<Result<DecisionSummary, String>>>) {
+        if self.queue.trigger(waiter) {
+            self.start_decision(ctx);
         }
-        if self.busy {
-            self.pending = true;
-            self.waiting_next.extend(waiter);
-            return;
-        }
-        self.waiting.extend(waiter);
-        self.start_decision(ctx);
     }
 
+    /// Reads, decides and writes in one transaction, off the actor; its end
+    /// comes back to [`ClusterActor::decided`].
     fn start_decision(&mut self, ctx: &mut Context<Self>) {
-        self.busy = true;
-        self.pending = false;
-        let (command, answer) = self.commands.pop_front().unzip();
-        self.rebalancing = matches!(command, Some(Command::Rebalance { .. }));
+        let command = self.queue.start();
         let now = self.clock.now();
         let nodes: HashMap<String, NodeInput> =
             self.members.iter().map(|(id, m)| (id.clone(), self.input(m, now))).collect();
         let db = self.db.clone();
         let settings = self.settings.clone();
+        let static_nodes = self.static_nodes.clone();
         let (started, setup_known) = (self.started, self.setup_complete);
         let run = async move {
             let begun = Instant::now();
@@ -299,7 +255,7 @@ impl ClusterActor {
             let rows = store::load(&txn).await?;
             let inputs = Inputs {
                 nodes: &nodes,
-                static_nodes: &settings.nodes.static_nodes,
+                static_nodes: &static_nodes,
                 limit: settings.placement.limit_per_node,
                 started,
                 setup_complete,
@@ -311,73 +267,48 @@ impl ClusterActor {
                 Err(refusal) => return Ok(Err(refusal)),
             };
             // a dry run only reports: its transaction is dropped unwritten
-            if command.as_ref().is_some_and(Command::is_dry_run) {
-                return Ok(Ok((decision, setup_complete, begun.elapsed(), false)));
+            let committed = !command.as_ref().is_some_and(Command::is_dry_run);
+            if committed {
+                if !decision.changes.is_empty() {
+                    store::write(&txn, &decision.changes, chrono::Utc::now()).await?;
+                }
+                txn.commit().await?;
             }
-            if !decision.changes.is_empty() {
-                store::write(&txn, &decision.changes, chrono::Utc::now()).await?;
-            }
-            txn.commit().await?;
-            Ok::<_, StoreError>(Ok((decision, setup_complete, begun.elapsed(), true)))
+            Ok::<_, StoreError>(Ok(Decided { decision, setup_complete, took: begun.elapsed(), committed }))
         };
-        ctx.spawn(run.into_actor(self).map(move |result, act, ctx| {
-            act.busy = false;
-            act.rebalancing = false;
-            let outcome = match result {
-                Ok(Ok((decision, setup_complete, took, written))) => {
-                    act.setup_complete = setup_complete;
-                    if let Some(report) = &decision.rebalance {
-                        act.last_rebalance = Some(RebalanceStatus::of(report, took));
-                    }
-                    if written {
-                        Ok(act.committed(decision, took, ctx))
-                    } else {
-                        Ok(DecisionSummary {
-                            rebalance: decision.rebalance,
-                            duration_ms: took.as_millis() as u64,
-                            ..DecisionSummary::default()
-                        })
-                    }
-                }
-                Ok(Err(refusal)) => {
-                    if let Some(answer) = answer {
-                        let _ = answer.send(Err(ApplyError::Refused(refusal)));
-                    }
-                    // nothing was decided for whoever waits on a decision: run one for them
-                    act.pending |= !act.waiting.is_empty();
-                    act.waiting_next.splice(0..0, act.waiting.drain(..));
-                    act.after_decision(ctx);
-                    return;
-                }
-                Err(error) => Err(act.failed(error, ctx)),
-            };
-            if let Some(answer) = answer {
-                let _ = answer.send(outcome.clone().map_err(ApplyError::Failed));
-            }
-            for waiter in act.waiting.drain(..) {
-                let _ = waiter.send(outcome.clone());
-            }
-            act.after_decision(ctx);
-        }));
+        ctx.spawn(run.into_actor(self).map(|result, act, ctx| act.decided(result, ctx)));
     }
 
-    /// Starts the next decision if commands or triggers are waiting, or completes
-    /// a shutdown.
-    fn after_decision(&mut self, ctx: &mut Context<Self>) {
-        if self.stopping {
-            for done in self.stopped.drain(..) {
-                let _ = done.send(());
+    fn decided(&mut self, result: Result<Result<Decided, Refusal>, StoreError>, ctx: &mut Context<Self>) {
+        let outcome = match result {
+            Ok(Ok(Decided { decision, setup_complete, took, committed })) => {
+                self.setup_complete = setup_complete;
+                if let Some(report) = &decision.rebalance {
+                    self.last_rebalance = Some(RebalanceStatus::of(report, took));
+                }
+                if committed {
+                    Outcome::Committed(self.committed(decision, took, ctx))
+                } else {
+                    Outcome::DryRun(decision.summary(took.as_millis() as u64))
+                }
             }
-        } else if self.pending || !self.commands.is_empty() {
-            self.waiting.append(&mut self.waiting_next);
+            Ok(Err(refusal)) => Outcome::Refused(refusal),
+            Err(error) => Outcome::Failed(self.failed(error)),
+        };
+        let failed = matches!(outcome, Outcome::Failed(_));
+        let next = self.queue.finish(outcome, self.clock.now());
+        if failed {
+            if let Some(retry) = self.queue.retry_in(self.clock.now()) {
+                ctx.notify_later(ReconcileTick, retry);
+            }
+        }
+        if next == Next::Start {
             self.start_decision(ctx);
         }
     }
 
     fn committed(&mut self, decision: Decision, took: Duration, ctx: &mut Context<Self>) -> DecisionSummary {
         self.decisions += 1;
-        self.backoff = None;
-        self.retry_at = None;
         self.last_error = None;
         if decision.started && !self.started {
             self.started = true;
@@ -385,7 +316,7 @@ impl ClusterActor {
         }
         self.sync_members(&decision.members, ctx);
         self.committed_table = decision.table.clone();
-        self.publisher.publish(decision.table);
+        self.publisher.publish(decision.table.clone());
 
         let changes = &decision.changes;
         // both ends of every move: the new owner starts it, a live old owner stops it
@@ -397,31 +328,11 @@ impl ClusterActor {
             }
         }
 
-        let count = |f: fn(&MoveKind) -> bool| changes.moves.iter().filter(|m| f(&m.kind)).count();
-        let summary = DecisionSummary {
-            wrote: !changes.is_empty(),
-            moves: changes.moves.len(),
-            displaced: count(|k| matches!(k, MoveKind::Displace(_))),
-            reverted: count(|k| matches!(k, MoveKind::Revert { .. })),
-            manual: count(|k| matches!(k, MoveKind::Manual { .. })),
-            ledger_closed: changes.close.len(),
-            status_changes: changes.statuses.len(),
-            stranded: decision.stranded.len(),
-            duration_ms: took.as_millis() as u64,
-            rebalance: decision.rebalance,
-        };
+        let summary = decision.summary(took.as_millis() as u64);
         self.moves += summary.moves as u64;
         self.metrics.decided(took, true);
         for mv in &changes.moves {
-            self.metrics.moved(
-                match mv.kind {
-                    MoveKind::Displace(reason) => reason.as_str(),
-                    MoveKind::Revert { .. } => "revert",
-                    MoveKind::Manual { .. } => "manual",
-                    MoveKind::Rebalance => "rebalance",
-                },
-                1,
-            );
+            self.metrics.moved(mv.kind.label(), 1);
         }
         if summary.wrote {
             tracing::info!(
@@ -452,17 +363,13 @@ impl ClusterActor {
         summary
     }
 
-    fn failed(&mut self, error: StoreError, ctx: &mut Context<Self>) -> String {
+    fn failed(&mut self, error: StoreError) -> String {
         self.failed_decisions += 1;
         self.metrics.decided(Duration::ZERO, false);
-        let backoff = self.backoff.map_or(FIRST_BACKOFF, |b| (b * 2).min(MAX_BACKOFF));
-        self.backoff = Some(backoff);
-        self.retry_at = Some(self.clock.now() + backoff);
         let message = error.to_string();
-        tracing::error!(error = %message, retry_in_ms = backoff.as_millis() as u64, "decision failed and rolled back");
+        tracing::error!(error = %message, "decision failed and rolled back");
         self.last_error = Some(message.clone());
         self.publish_health_only();
-        ctx.notify_later(ReconcileTick, backoff);
         let db = self.db.clone();
         let event = NewEvent {
             kind: "decision",
@@ -496,7 +403,7 @@ impl ClusterActor {
     /// passes address changes on.
     fn sync_members(&mut self, hosts: &[(String, Option<String>)], ctx: &mut Context<Self>) {
         let mut wanted: BTreeMap<&str, Option<&str>> = hosts.iter().map(|(id, h)| (id.as_str(), h.as_deref())).collect();
-        for s in &self.settings.nodes.static_nodes {
+        for s in self.static_nodes.iter() {
             wanted.entry(&s.id).or_insert(Some(&s.host));
         }
         self.members.retain(|id, member| {
@@ -547,7 +454,7 @@ impl Actor for ClusterActor {
             }));
         }
         ctx.run_interval(self.settings.cluster.reconcile_interval, |act, ctx| {
-            if act.retry_at.is_none_or(|at| act.clock.now() >= at) {
+            if act.queue.tick_due(act.clock.now()) {
                 act.request(ctx, None);
             }
         });
@@ -640,9 +547,9 @@ impl Handler<GetClusterState> for ClusterActor {
             moves: self.moves,
             last_decision: self.last_decision.clone(),
             last_error: self.last_error.clone(),
-            retry_in_ms: self.retry_at.map(|at| at.saturating_duration_since(now).as_millis() as u64),
+            retry_in_ms: self.queue.retry_in(now).map(|d| d.as_millis() as u64),
             last_rebalance: self.last_rebalance.clone(),
-            rebalancing: self.rebalancing || self.commands.iter().any(|(c, _)| matches!(c, Command::Rebalance { .. })),
+            rebalancing: self.queue.rebalancing(),
         })
     }
 }
@@ -652,13 +559,8 @@ impl Handler<Apply> for ClusterActor {
 
     fn handle(&mut self, Apply(command): Apply, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        if self.stopping {
-            let _ = tx.send(Err(ApplyError::Failed("shutting down".to_owned())));
-        } else {
-            self.commands.push_back((command, tx));
-            if !self.busy {
-                self.start_decision(ctx);
-            }
+        if self.queue.command(command, tx) {
+            self.start_decision(ctx);
         }
         Box::pin(async move { rx.await.unwrap_or_else(|_| Err(ApplyError::Failed("supervisor stopped".to_owned()))) })
     }
@@ -691,22 +593,11 @@ impl Handler<Shutdown> for ClusterActor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
-        self.stopping = true;
         for member in self.members.values() {
             member.actor.do_send(Retire);
         }
-        for waiter in self.waiting_next.drain(..) {
-            let _ = waiter.send(Err("shutting down".to_owned()));
-        }
-        for (_, answer) in self.commands.drain(..) {
-            let _ = answer.send(Err(ApplyError::Failed("shutting down".to_owned())));
-        }
         let (tx, rx) = oneshot::channel();
-        if self.busy {
-            self.stopped.push(tx);
-        } else {
-            let _ = tx.send(());
-        }
+        self.queue.shutdown(tx);
         Box::pin(async move {
             let _ = rx.await;
         })

@@ -2,8 +2,13 @@
 //! Simulated nodes run in-process under a [`DevNodes`] actor, so the HTTP
 //! workers can kill and revive them by message to watch failover and revert.
 
-use crate::sim::{SimConfig, SimError, SimNode};
+use crate::front::api::auth::Authorized;
+use crate::front::error::error;
+use crate::tools::sim::{SimConfig, SimError, SimNode};
 use actix::prelude::*;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde_json::json;
 use sea_orm::DatabaseConnection;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -113,4 +118,31 @@ impl Handler<Revive> for DevNodes {
             Ok(())
         }))
     }
+}
+
+/// The dev mode's own routes, token required: kill and revive simulated nodes.
+pub fn routes(nodes: Addr<DevNodes>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::new(nodes))
+            .route("/dev/nodes/{id}/kill", web::post().to(kill))
+            .route("/dev/nodes/{id}/revive", web::post().to(revive));
+    }
+}
+
+fn answer(id: &str, state: &str, result: Result<Result<(), DevError>, MailboxError>) -> HttpResponse {
+    match result {
+        Ok(Ok(())) => HttpResponse::Ok().json(json!({ "success": true, "node": id, "state": state })),
+        Ok(Err(e @ DevError::Unknown(_))) => error(StatusCode::NOT_FOUND, "unknown_node", e.to_string()),
+        Ok(Err(e @ DevError::Already(..))) => error(StatusCode::CONFLICT, "conflict", e.to_string()),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, "sim_node_failed", e.to_string()),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "dev_unavailable", "the simulated nodes are gone"),
+    }
+}
+
+async fn kill(_: Authorized, id: web::Path<String>, nodes: web::Data<Addr<DevNodes>>) -> HttpResponse {
+    answer(&id, "killed", nodes.send(Kill(id.to_string())).await)
+}
+
+async fn revive(_: Authorized, id: web::Path<String>, nodes: web::Data<Addr<DevNodes>>) -> HttpResponse {
+    answer(&id, "running", nodes.send(Revive(id.to_string())).await)
 }

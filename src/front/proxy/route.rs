@@ -7,8 +7,8 @@
 //! is ready; otherwise a new session, spread by smooth weighted round-robin with
 //! each ready node weighted by its free capacity, so the least-loaded gets most.
 
-use crate::placement::MonitorId;
-use crate::routing::RoutingTable;
+use crate::core::placement::MonitorId;
+use crate::core::routing::RoutingTable;
 
 pub const FIXED_COOKIE: &str = "KUMA_FIXED_NODE";
 pub const STICKY_COOKIE: &str = "KUMA_CLUSTER_NODE";
@@ -143,8 +143,8 @@ impl Balancer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::Health;
-    use crate::routing::RouteNode;
+    use crate::core::health::Health;
+    use crate::core::routing::RouteNode;
 
     fn node(id: &str, ready: bool, monitors: usize) -> RouteNode {
         RouteNode {

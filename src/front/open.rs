@@ -1,96 +1,21 @@
-//! The HTTP app: kuma-cluster's own endpoints under `/lb/` and `/health`;
-//! everything else goes to the proxy. Handlers read only the routing snapshot.
+//! The open endpoints, answered without a token: liveness (`/health`,
+//! `/lb/ping`) and the old layer's fixed-node cookie endpoints, which browsers
+//! call. They read only the routing snapshot.
 
-use crate::api::auth::Authorized;
-use crate::api::{self, auth, ErrorBody, Ops};
-use crate::dev::{DevError, DevNodes, Kill, Revive};
-use actix::Addr;
-use crate::proxy::route::FIXED_COOKIE;
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::middleware::from_fn;
-use actix_web::App;
-use crate::proxy::{self, error, Front, Worker};
+use crate::front::api::json_body;
+use crate::front::error::{error, ErrorBody};
+use crate::front::proxy::route::FIXED_COOKIE;
+use crate::front::proxy::Worker;
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde::Deserialize;
-use utoipa::ToSchema;
 use serde_json::json;
+use utoipa::ToSchema;
 
 /// The old layer's fixed-node cookie lifetime.
 const FIXED_DEFAULT_SECONDS: u64 = 7 * 24 * 3600;
 const FIXED_MAX_SECONDS: u64 = 365 * 24 * 3600;
-
-/// The whole HTTP app for one worker: the network allow-list first, then the
-/// operations API, then kuma-cluster's open endpoints and the proxy.
-pub fn app(
-    front: Front,
-    ops: Ops,
-    dev: Option<Addr<DevNodes>>,
-) -> App<
-    impl ServiceFactory<
-        ServiceRequest,
-        Config = (),
-        Response = ServiceResponse<impl MessageBody>,
-        Error = actix_web::Error,
-        InitError = (),
-    >,
-> {
-    let app = App::new().wrap(from_fn(auth::allow_list)).configure(api::configure(ops));
-    match dev {
-        Some(nodes) => app.app_data(web::Data::new(nodes)).configure(dev_routes).configure(configure(front)),
-        None => app.configure(configure(front)),
-    }
-}
-
-/// `kuma-cluster dev` only: kill and revive simulated nodes.
-fn dev_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/dev/nodes/{id}/kill", web::post().to(dev_kill))
-        .route("/dev/nodes/{id}/revive", web::post().to(dev_revive));
-}
-
-fn dev_answer(id: &str, state: &str, result: Result<Result<(), DevError>, actix::MailboxError>) -> HttpResponse {
-    match result {
-        Ok(Ok(())) => HttpResponse::Ok().json(json!({ "success": true, "node": id, "state": state })),
-        Ok(Err(e @ DevError::Unknown(_))) => error(StatusCode::NOT_FOUND, "unknown_node", e.to_string()),
-        Ok(Err(e @ DevError::Already(..))) => error(StatusCode::CONFLICT, "conflict", e.to_string()),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, "sim_node_failed", e.to_string()),
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "dev_unavailable", "the simulated nodes are gone"),
-    }
-}
-
-async fn dev_kill(_: Authorized, id: web::Path<String>, nodes: web::Data<Addr<DevNodes>>) -> HttpResponse {
-    dev_answer(&id, "killed", nodes.send(Kill(id.to_string())).await)
-}
-
-async fn dev_revive(_: Authorized, id: web::Path<String>, nodes: web::Data<Addr<DevNodes>>) -> HttpResponse {
-    dev_answer(&id, "running", nodes.send(Revive(id.to_string())).await)
-}
-
-/// Registers the open endpoints and the proxy; call once per worker, since it
-/// builds that worker's state.
-pub fn configure(front: Front) -> impl FnOnce(&mut web::ServiceConfig) {
-    move |cfg| {
-        cfg.app_data(web::Data::new(Worker::new(front)))
-            .service(
-                web::resource("/health")
-                    .route(web::get().to(ping))
-                    .default_service(web::to(|req| api::method_not_allowed(req, "GET"))),
-            )
-            .service(
-                web::scope("/lb")
-                    .route("/ping", web::get().to(lb_ping))
-                    .route("/fixed-node/{node}", web::get().to(fixed_node))
-                    .route("/set-fixed-node", web::post().to(set_fixed_node))
-                    .route("/clear-fixed-node", web::route().to(clear_fixed_node))
-                    .route("/fixed-node-status", web::get().to(fixed_node_status))
-                    .route("/available-nodes", web::get().to(available_nodes))
-                    .default_service(web::to(not_found)),
-            )
-            .default_service(web::to(proxy::forward));
-    }
-}
 
 /// Liveness: the process answers HTTP.
 #[utoipa::path(get, path = "/health", tag = "liveness", responses((status = 200, description = "alive", body = Object)))]
@@ -103,7 +28,7 @@ pub(crate) async fn lb_ping() -> HttpResponse {
     ping().await
 }
 
-async fn not_found(req: HttpRequest) -> HttpResponse {
+pub(crate) async fn not_found(req: HttpRequest) -> HttpResponse {
     error(StatusCode::NOT_FOUND, "not_found", format!("no endpoint {} {}", req.method(), req.path()))
 }
 
@@ -146,7 +71,7 @@ pub(crate) struct SetFixedNode {
 #[utoipa::path(post, path = "/lb/set-fixed-node", tag = "fixed-node", request_body = SetFixedNode,
     responses((status = 200, description = "cookie set", body = Object), (status = 400, description = "bad body, unknown or unready node", body = ErrorBody)))]
 pub(crate) async fn set_fixed_node(body: web::Bytes, worker: web::Data<Worker>) -> HttpResponse {
-    let request: SetFixedNode = match api::json_body(&body) {
+    let request: SetFixedNode = match json_body(&body) {
         Ok(r) => r,
         Err(e) => return e.error_response(),
     };

@@ -3,9 +3,9 @@
 //! results. It holds no database handle.
 
 use crate::config::HealthSettings;
-use crate::health::{Health, HealthMachine, Transition};
+use crate::core::health::{Health, HealthMachine, Transition};
 use crate::metrics::Metrics;
-use crate::probe::{Probe, ProbeError};
+use crate::supervisor::probe::{Probe, ProbeError};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use serde::Serialize;

@@ -8,7 +8,8 @@ pub mod route;
 pub mod websocket;
 
 use crate::config::ProxySettings;
-use crate::routing::{RoutingReader, RoutingTable};
+use crate::core::routing::RoutingTable;
+use crate::supervisor::publisher::RoutingReader;
 use actix_web::body::SizedStream;
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie};
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};

@@ -7,7 +7,8 @@
 
 use super::{error, upstream_headers, Worker};
 use crate::metrics::WebsocketGuard;
-use crate::routing::{RoutingReader, RoutingTable};
+use crate::core::routing::RoutingTable;
+use crate::supervisor::publisher::RoutingReader;
 use actix_codec::Framed;
 use actix_web::http::header;
 use actix_web::http::StatusCode;

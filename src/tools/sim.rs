@@ -5,8 +5,8 @@
 //! `POST /api/v1/reconcile-monitors`, reports them with the time each started at
 //! `GET /api/v1/running`, and names itself at `/`.
 
-use crate::placement::MonitorId;
-use crate::store::{self, StoreError};
+use crate::core::placement::MonitorId;
+use crate::supervisor::store::{self, StoreError};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use chrono::{DateTime, Utc};

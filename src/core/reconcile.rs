@@ -2,11 +2,10 @@
 //! plus the supervisor's knowledge of node health give the writes to make and the
 //! routing table to publish. The ClusterActor only does the IO around it.
 
-use crate::config::StaticNode;
-use crate::health::Health;
-use crate::placement::{self, ClusterView, MonitorId, MonitorView, Move, MoveKind, NodeView};
-use crate::routing::{RouteNode, RoutingTable};
-use crate::store::{Changes, ClusterRows, NewEvent, NodeSpec, NodeStatus, NodeUpdate};
+use crate::core::health::Health;
+use crate::core::placement::{self, ClusterView, MonitorId, MonitorView, Move, MoveKind, NodeView};
+use crate::core::routing::{RouteNode, RoutingTable};
+use crate::core::model::{AdminState, Changes, ClusterRows, NewEvent, NodeSpec, NodeStatus, NodeUpdate};
 use serde::Serialize;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -23,29 +22,6 @@ pub struct NodeInput {
 
 impl NodeInput {
     pub const UNKNOWN: NodeInput = NodeInput { health: Health::Unknown, stable: false, settled: false };
-}
-
-/// An operator's reason for taking a node out of service. Either way its
-/// monitors leave, new sessions avoid it, and nothing returns to it until the
-/// state is cleared.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AdminState {
-    Drain,
-    Maintenance,
-}
-
-impl AdminState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AdminState::Drain => "drain",
-            AdminState::Maintenance => "maintenance",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<AdminState> {
-        [AdminState::Drain, AdminState::Maintenance].into_iter().find(|s| s.as_str() == text)
-    }
 }
 
 /// An operator's request, decided and written in one transaction with
@@ -113,9 +89,11 @@ pub enum Refusal {
     #[error("node {0:?} is defined in the configuration; remove it there")]
     Configured(String),
 }
+
 pub struct Inputs<'a> {
     pub nodes: &'a HashMap<String, NodeInput>,
-    pub static_nodes: &'a [StaticNode],
+    /// Nodes from the configuration, registered while the table lacks them.
+    pub static_nodes: &'a [NodeSpec],
     pub limit: usize,
     /// Latched by the caller once every node has had a first verdict: before that,
     /// nothing is written.
@@ -139,11 +117,101 @@ pub struct Decision {
     pub members: Vec<(String, Option<String>)>,
 }
 
-fn spread(view: &ClusterView) -> usize {
-    let loads = view.loads();
-    let eligible = view.nodes.iter().filter(|n| n.ready() && n.stable).map(|n| loads.get(n.id.as_str()).copied().unwrap_or(0));
-    let (min, max) = eligible.fold((usize::MAX, 0), |(lo, hi), l| (lo.min(l), hi.max(l)));
-    max.saturating_sub(min.min(max))
+/// What a decision did, in numbers, for its caller and the status API.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DecisionSummary {
+    pub wrote: bool,
+    pub moves: usize,
+    pub displaced: usize,
+    pub reverted: usize,
+    pub manual: usize,
+    pub ledger_closed: usize,
+    pub status_changes: usize,
+    pub stranded: usize,
+    pub duration_ms: u64,
+    /// The plan of a rebalance command, applied or (dry run) only reported.
+    pub rebalance: Option<RebalanceReport>,
+}
+
+impl Decision {
+    /// The numbers of this decision, which took `duration_ms` to read, decide and write.
+    pub fn summary(&self, duration_ms: u64) -> DecisionSummary {
+        let moves = &self.changes.moves;
+        let count = |f: fn(&MoveKind) -> bool| moves.iter().filter(|m| f(&m.kind)).count();
+        DecisionSummary {
+            wrote: !self.changes.is_empty(),
+            moves: moves.len(),
+            displaced: count(|k| matches!(k, MoveKind::Displace(_))),
+            reverted: count(|k| matches!(k, MoveKind::Revert { .. })),
+            manual: count(|k| matches!(k, MoveKind::Manual { .. })),
+            ledger_closed: self.changes.close.len(),
+            status_changes: self.changes.statuses.len(),
+            stranded: self.stranded.len(),
+            duration_ms,
+            rebalance: self.rebalance.clone(),
+        }
+    }
+}
+
+/// Decides once: register configured nodes, apply the operator's command, plan
+/// placement, set node statuses, and build the routing table, all from the rows
+/// read in the decision's transaction. A refusal writes nothing.
+pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> {
+    let mut changes = Changes::default();
+    let mut facts = register(rows, inputs.static_nodes, &mut changes);
+    let deleting = node_command(&mut facts, rows, inputs, &mut changes)?;
+    let input = |id: &str| inputs.nodes.get(id).copied().unwrap_or(NodeInput::UNKNOWN);
+    let started = inputs.started || facts.iter().all(|n| input(&n.id).health != Health::Unknown);
+    let admin = admin_command(rows, &facts, inputs.command, &mut changes)?;
+    let (mut view, stale) = view_of(rows, &facts, &admin, inputs);
+    let mut moves = manual_moves(&mut view, inputs.command, started, &mut changes)?;
+
+    let (mut stranded, mut over_capacity, mut rebalance) = (Vec::new(), 0, None);
+    if matches!(inputs.command, Some(Command::Rebalance { .. })) && !started {
+        return Err(Refusal::NotStarted);
+    }
+    if started {
+        let plan = placement::plan(&view);
+        changes.statuses = statuses(&facts, deleting.as_deref(), input);
+        view.apply(&plan.moves);
+        moves.extend(plan.moves);
+        if let Some(&Command::Rebalance { dry_run, max_moves, from_scratch }) = inputs.command {
+            let (report, planned) = rebalanced(&mut view, dry_run, max_moves, from_scratch);
+            rebalance = Some(report);
+            moves.extend(planned);
+        }
+        if let Some(node) = &deleting {
+            let left = view.monitors.iter().filter(|m| m.active && m.effective() == Some(node.as_str())).count();
+            if left > 0 {
+                return Err(Refusal::NodeHoldsMonitors(node.clone(), left));
+            }
+        }
+        changes.close.extend(stale);
+        changes.events = events(&changes.admin, &changes.statuses, &moves, changes.close.len());
+        changes.moves = moves;
+        stranded = plan.stranded;
+        over_capacity = plan.over_capacity;
+    } else if deleting.is_some() {
+        return Err(Refusal::NotStarted);
+    } else {
+        changes.events = events(&changes.admin, &[], &[], 0);
+    }
+    changes.deletes.extend(deleting);
+    changes.events.extend(node_events(&changes));
+    facts.retain(|f| !changes.deletes.contains(&f.id));
+    view.nodes.retain(|n| !changes.deletes.contains(&n.id));
+    let table = routing_table(&view, &facts, inputs.setup_complete);
+    let members = facts.into_iter().map(|f| (f.id, f.host)).collect();
+    Ok(Decision {
+        started,
+        unreadable_moves: rows.unreadable_moves,
+        changes,
+        stranded,
+        over_capacity,
+        table,
+        rebalance,
+        members,
+    })
 }
 
 /// What [`decide`] needs of a node, from its row, from configuration or from a
@@ -156,8 +224,9 @@ struct NodeFacts {
     is_primary: bool,
 }
 
-pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> {
-    let mut changes = Changes::default();
+/// Step 1: the nodes as their rows say, plus every configured node the table
+/// lacks, registered in this decision.
+fn register(rows: &ClusterRows, static_nodes: &[NodeSpec], changes: &mut Changes) -> Vec<NodeFacts> {
     let mut facts: Vec<NodeFacts> = rows
         .nodes
         .iter()
@@ -169,16 +238,53 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> 
             is_primary: n.is_primary,
         })
         .collect();
-    for s in inputs.static_nodes.iter().filter(|s| !rows.nodes.iter().any(|n| n.id == s.id)) {
-        register(&mut facts, &mut changes, NodeSpec::from(s));
+    for spec in static_nodes.iter().filter(|s| !rows.nodes.iter().any(|n| n.id == s.id)) {
+        add_node(&mut facts, changes, spec.clone());
     }
-    let mut deleting = None;
+    facts
+}
+
+fn add_node(facts: &mut Vec<NodeFacts>, changes: &mut Changes, spec: NodeSpec) {
+    if spec.primary {
+        make_only_primary(facts, changes, &spec.id);
+    }
+    facts.push(NodeFacts {
+        id: spec.id.clone(),
+        host: Some(spec.host.clone()),
+        status: None,
+        enabled: spec.active,
+        is_primary: spec.primary,
+    });
+    changes.register.push(spec);
+}
+
+/// One primary at a time: the others stop being primary in the same decision.
+fn make_only_primary(facts: &mut [NodeFacts], changes: &mut Changes, id: &str) {
+    for f in facts.iter_mut() {
+        if f.id == id {
+            f.is_primary = true;
+        } else if f.is_primary {
+            f.is_primary = false;
+            changes.updates.push(NodeUpdate { id: f.id.clone(), primary: Some(false), ..NodeUpdate::default() });
+        }
+    }
+}
+
+/// Step 2a, node admin commands: create, update or delete a node row. Returns
+/// the node being deleted, planned as disabled so its monitors leave in this
+/// same decision.
+fn node_command(
+    facts: &mut Vec<NodeFacts>,
+    rows: &ClusterRows,
+    inputs: &Inputs,
+    changes: &mut Changes,
+) -> Result<Option<String>, Refusal> {
     match inputs.command {
         Some(Command::CreateNode(spec)) => {
             if facts.iter().any(|f| f.id == spec.id) {
                 return Err(Refusal::NodeExists(spec.id.clone()));
             }
-            register(&mut facts, &mut changes, spec.clone());
+            add_node(facts, changes, spec.clone());
         }
         Some(Command::UpdateNode(update)) => {
             let fact = facts.iter_mut().find(|f| f.id == update.id).ok_or_else(|| Refusal::UnknownNode(update.id.clone()))?;
@@ -189,7 +295,7 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> 
                 fact.enabled = active;
             }
             if update.primary == Some(true) {
-                make_only_primary(&mut facts, &mut changes, &update.id);
+                make_only_primary(facts, changes, &update.id);
             }
             changes.updates.push(update.clone());
         }
@@ -206,17 +312,25 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> 
             if holds > 0 && !force {
                 return Err(Refusal::NodeHoldsMonitors(node.clone(), holds));
             }
-            // planned as disabled, so its monitors leave in this same decision
             fact.enabled = false;
-            deleting = Some(node.clone());
+            return Ok(Some(node.clone()));
         }
         _ => {}
     }
-    let input = |id: &str| inputs.nodes.get(id).copied().unwrap_or(NodeInput::UNKNOWN);
-    let started = inputs.started || facts.iter().all(|n| input(&n.id).health != Health::Unknown);
+    Ok(None)
+}
+
+/// Step 2b, drain / maintenance / undrain: the administrative state of every
+/// node once the command applies. Asking again for the state a node is in
+/// already writes nothing.
+fn admin_command<'r>(
+    rows: &'r ClusterRows,
+    facts: &[NodeFacts],
+    command: Option<&'r Command>,
+    changes: &mut Changes,
+) -> Result<HashMap<&'r str, AdminState>, Refusal> {
     let mut admin: HashMap<&str, AdminState> = rows.admin.iter().map(|(id, s)| (id.as_str(), *s)).collect();
-    let mut admin_change = None;
-    if let Some(Command::SetAdmin { node, state }) = inputs.command {
+    if let Some(Command::SetAdmin { node, state }) = command {
         if !facts.iter().any(|n| &n.id == node) {
             return Err(Refusal::UnknownNode(node.clone()));
         }
@@ -224,20 +338,29 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> 
             Some(state) => admin.insert(node, *state),
             None => Some(admin.remove(node.as_str()).ok_or_else(|| Refusal::InService(node.clone()))?),
         };
-        // asking again for the state a node is already in writes nothing
         if previous != *state {
-            admin_change = Some((node.clone(), *state));
+            changes.admin.push((node.clone(), *state));
         }
     }
+    Ok(admin)
+}
 
+/// The cluster as placement sees it, and the ledger rows that no longer
+/// describe any monitor (to be closed).
+fn view_of(
+    rows: &ClusterRows,
+    facts: &[NodeFacts],
+    admin: &HashMap<&str, AdminState>,
+    inputs: &Inputs,
+) -> (ClusterView, Vec<i64>) {
     let effective: HashMap<MonitorId, Option<&str>> =
         rows.monitors.iter().map(|m| (m.id, m.assigned.as_deref().or(m.home.as_deref()))).collect();
     let mut ledger = placement::read_ledger(&rows.open_moves, |id| effective.get(&id).copied().flatten());
-    let mut view = ClusterView {
+    let view = ClusterView {
         nodes: facts
             .iter()
             .map(|n| {
-                let i = input(&n.id);
+                let i = inputs.nodes.get(&n.id).copied().unwrap_or(NodeInput::UNKNOWN);
                 NodeView {
                     id: n.id.clone(),
                     health: i.health,
@@ -264,130 +387,90 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> 
     // ledger rows for monitors that no longer exist have nothing left to describe
     ledger.stale.extend(ledger.origins.values().flat_map(|o| o.rows.iter().copied()));
     ledger.stale.sort_unstable();
+    (view, ledger.stale)
+}
 
-    changes.admin.extend(admin_change);
-    let mut manual = Vec::new();
-    if let Some(Command::Move { monitors, to, pin }) = inputs.command {
-        if !started {
-            return Err(Refusal::NotStarted);
-        }
-        let target = view.nodes.iter().find(|n| &n.id == to).ok_or_else(|| Refusal::UnknownNode(to.clone()))?;
-        if !target.ready() {
-            return Err(Refusal::NodeNotReady(to.clone()));
-        }
-        let position: HashMap<MonitorId, usize> = view.monitors.iter().enumerate().map(|(i, m)| (m.id, i)).collect();
-        let missing: Vec<MonitorId> = monitors.iter().copied().filter(|id| !position.contains_key(id)).collect();
-        if !missing.is_empty() {
-            return Err(Refusal::UnknownMonitors(missing));
-        }
-        for id in monitors {
-            let m = &view.monitors[position[id]];
-            // an operator's move supersedes the displacements that brought it here
-            changes.close.extend(m.origin.iter().flat_map(|o| o.rows.iter().copied()));
-            manual.push(Move {
-                monitor: m.id,
-                from: m.effective().map(str::to_owned),
-                to: to.clone(),
-                assigned: (m.home.as_deref() != Some(to.as_str())).then(|| to.clone()),
-                kind: MoveKind::Manual { pinned: *pin },
-            });
-        }
-        view.apply(&manual);
-    }
-    let (mut stranded, mut over_capacity, mut rebalance) = (Vec::new(), 0, None);
-    if matches!(inputs.command, Some(Command::Rebalance { .. })) && !started {
+/// Step 2c, an operator's move: every named monitor to a ready node, as a
+/// manual override that supersedes the displacements that brought it here.
+fn manual_moves(
+    view: &mut ClusterView,
+    command: Option<&Command>,
+    started: bool,
+    changes: &mut Changes,
+) -> Result<Vec<Move>, Refusal> {
+    let Some(Command::Move { monitors, to, pin }) = command else { return Ok(Vec::new()) };
+    if !started {
         return Err(Refusal::NotStarted);
     }
-    if started {
-        let plan = placement::plan(&view);
-        for n in facts.iter().filter(|n| deleting.as_ref() != Some(&n.id)) {
+    let target = view.nodes.iter().find(|n| &n.id == to).ok_or_else(|| Refusal::UnknownNode(to.clone()))?;
+    if !target.ready() {
+        return Err(Refusal::NodeNotReady(to.clone()));
+    }
+    let position: HashMap<MonitorId, usize> = view.monitors.iter().enumerate().map(|(i, m)| (m.id, i)).collect();
+    let missing: Vec<MonitorId> = monitors.iter().copied().filter(|id| !position.contains_key(id)).collect();
+    if !missing.is_empty() {
+        return Err(Refusal::UnknownMonitors(missing));
+    }
+    let moves: Vec<Move> = monitors
+        .iter()
+        .map(|id| {
+            let m = &view.monitors[position[id]];
+            changes.close.extend(m.origin.iter().flat_map(|o| o.rows.iter().copied()));
+            Move::new(m, to.clone(), MoveKind::Manual { pinned: *pin })
+        })
+        .collect();
+    view.apply(&moves);
+    Ok(moves)
+}
+
+/// Step 3, statuses: `node.status` follows health for every node with a
+/// verdict, except the one being deleted.
+fn statuses(facts: &[NodeFacts], deleting: Option<&str>, input: impl Fn(&str) -> NodeInput) -> Vec<(String, NodeStatus)> {
+    facts
+        .iter()
+        .filter(|n| deleting != Some(n.id.as_str()))
+        .filter_map(|n| {
             let wanted = match input(&n.id).health {
                 Health::Up => NodeStatus::Online,
                 Health::Down => NodeStatus::Offline,
-                Health::Unknown => continue,
+                Health::Unknown => return None,
             };
-            if n.status.as_deref() != Some(wanted.as_str()) {
-                changes.statuses.push((n.id.clone(), wanted));
-            }
-        }
-        view.apply(&plan.moves);
-        manual.extend(plan.moves);
-        if let Some(&Command::Rebalance { dry_run, max_moves, from_scratch }) = inputs.command {
-            let spread_before = spread(&view);
-            let moves = placement::plan_rebalance(&view, max_moves, from_scratch);
-            view.apply(&moves);
-            rebalance = Some(RebalanceReport {
-                dry_run,
-                from_scratch,
-                max_moves,
-                planned: moves.len(),
-                spread_before,
-                spread_after: spread(&view),
-                moves: moves
-                    .iter()
-                    .map(|m| PlannedMove { monitor_id: m.monitor, from_node: m.from.clone(), to_node: m.to.clone() })
-                    .collect(),
-            });
-            manual.extend(moves);
-        }
-        if let Some(node) = &deleting {
-            let left = view.monitors.iter().filter(|m| m.active && m.effective() == Some(node.as_str())).count();
-            if left > 0 {
-                return Err(Refusal::NodeHoldsMonitors(node.clone(), left));
-            }
-        }
-        changes.close.extend(ledger.stale);
-        changes.events = events(&changes.admin, &changes.statuses, &manual, changes.close.len());
-        changes.moves = manual;
-        stranded = plan.stranded;
-        over_capacity = plan.over_capacity;
-    } else if deleting.is_some() {
-        return Err(Refusal::NotStarted);
-    } else {
-        changes.events = events(&changes.admin, &[], &[], 0);
-    }
-    changes.deletes.extend(deleting);
-    changes.events.extend(node_events(&changes));
-    facts.retain(|f| !changes.deletes.contains(&f.id));
-    view.nodes.retain(|n| !changes.deletes.contains(&n.id));
-    let table = routing_table(&view, &facts, inputs.setup_complete);
-    let members = facts.into_iter().map(|f| (f.id, f.host)).collect();
-    Ok(Decision {
-        started,
-        unreadable_moves: rows.unreadable_moves,
-        changes,
-        stranded,
-        over_capacity,
-        table,
-        rebalance,
-        members,
-    })
+            (n.status.as_deref() != Some(wanted.as_str())).then(|| (n.id.clone(), wanted))
+        })
+        .collect()
 }
 
-fn register(facts: &mut Vec<NodeFacts>, changes: &mut Changes, spec: NodeSpec) {
-    if spec.primary {
-        make_only_primary(facts, changes, &spec.id);
-    }
-    facts.push(NodeFacts {
-        id: spec.id.clone(),
-        host: Some(spec.host.clone()),
-        status: None,
-        enabled: spec.active,
-        is_primary: spec.primary,
-    });
-    changes.register.push(spec);
+/// Step 4, a rebalance command: plans it on the view as placement left it and
+/// applies it to the view (a dry run's caller drops the writes).
+fn rebalanced(
+    view: &mut ClusterView,
+    dry_run: bool,
+    max_moves: Option<usize>,
+    from_scratch: bool,
+) -> (RebalanceReport, Vec<Move>) {
+    let spread_before = spread(view);
+    let moves = placement::plan_rebalance(view, max_moves, from_scratch);
+    view.apply(&moves);
+    let report = RebalanceReport {
+        dry_run,
+        from_scratch,
+        max_moves,
+        planned: moves.len(),
+        spread_before,
+        spread_after: spread(view),
+        moves: moves
+            .iter()
+            .map(|m| PlannedMove { monitor_id: m.monitor, from_node: m.from.clone(), to_node: m.to.clone() })
+            .collect(),
+    };
+    (report, moves)
 }
 
-/// One primary at a time: the others stop being primary in the same decision.
-fn make_only_primary(facts: &mut [NodeFacts], changes: &mut Changes, id: &str) {
-    for f in facts.iter_mut() {
-        if f.id == id {
-            f.is_primary = true;
-        } else if f.is_primary {
-            f.is_primary = false;
-            changes.updates.push(NodeUpdate { id: f.id.clone(), primary: Some(false), ..NodeUpdate::default() });
-        }
-    }
+fn spread(view: &ClusterView) -> usize {
+    let loads = view.loads();
+    let eligible = view.nodes.iter().filter(|n| n.ready() && n.stable).map(|n| loads.get(n.id.as_str()).copied().unwrap_or(0));
+    let (min, max) = eligible.fold((usize::MAX, 0), |(lo, hi), l| (lo.min(l), hi.max(l)));
+    max.saturating_sub(min.min(max))
 }
 
 fn node_events(changes: &Changes) -> Vec<NewEvent> {
@@ -400,9 +483,10 @@ fn node_events(changes: &Changes) -> Vec<NewEvent> {
     created.chain(updated).chain(deleted).collect()
 }
 
-/// One event per administrative change, per node status change, per (reason,
-/// source) group of moves, per revert target, and one for ledger rows closed
-/// without a move.
+/// One event per administrative change, per node status change, per (kind,
+/// node) group of moves, and one for ledger rows closed without a move.
+/// Displacements are told from the node they left, every other move from the
+/// node it reached.
 fn events(
     admin: &[(String, Option<AdminState>)],
     statuses: &[(String, NodeStatus)],
@@ -418,26 +502,22 @@ fn events(
             detail: json!({ "state": state.map_or("in_service", AdminState::as_str) }),
         })
         .collect();
-    events.extend(statuses
-        .iter()
-        .map(|(id, status)| NewEvent {
-            kind: match status {
-                NodeStatus::Online => "node_up",
-                NodeStatus::Offline => "node_down",
-            },
-            node_id: Some(id.clone()),
-            outcome: "committed",
-            detail: json!({ "status": status.as_str() }),
-        }));
+    events.extend(statuses.iter().map(|(id, status)| NewEvent {
+        kind: match status {
+            NodeStatus::Online => "node_up",
+            NodeStatus::Offline => "node_down",
+        },
+        node_id: Some(id.clone()),
+        outcome: "committed",
+        detail: json!({ "status": status.as_str() }),
+    }));
     let mut groups: BTreeMap<(&'static str, Option<&str>), BTreeMap<&str, usize>> = BTreeMap::new();
     for mv in moves {
-        let (kind, node, peer) = match &mv.kind {
-            MoveKind::Displace(reason) => (reason.as_str(), mv.from.as_deref(), mv.to.as_str()),
-            MoveKind::Manual { .. } => ("manual", Some(mv.to.as_str()), mv.from.as_deref().unwrap_or("")),
-            MoveKind::Rebalance => ("rebalance", Some(mv.to.as_str()), mv.from.as_deref().unwrap_or("")),
-            MoveKind::Revert { .. } => ("revert", Some(mv.to.as_str()), mv.from.as_deref().unwrap_or("")),
+        let (node, peer) = match mv.kind {
+            MoveKind::Displace(_) => (mv.from.as_deref(), mv.to.as_str()),
+            _ => (Some(mv.to.as_str()), mv.from.as_deref().unwrap_or("")),
         };
-        *groups.entry((kind, node)).or_default().entry(peer).or_default() += 1;
+        *groups.entry((mv.kind.label(), node)).or_default().entry(peer).or_default() += 1;
     }
     for ((kind, node), peers) in groups {
         let moved: usize = peers.values().sum();
@@ -459,6 +539,7 @@ fn events(
     events
 }
 
+/// Step 5, the routing table as it stands once the decision's writes commit.
 fn routing_table(view: &ClusterView, facts: &[NodeFacts], setup_complete: bool) -> RoutingTable {
     debug_assert_eq!(view.nodes.len(), facts.len());
     let loads = view.loads();
@@ -495,8 +576,8 @@ fn routing_table(view: &ClusterView, facts: &[NodeFacts], setup_complete: bool) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::placement::{OpenMove, Reason};
-    use crate::store::{MonitorRow, NodeRow};
+    use crate::core::placement::{OpenMove, Reason};
+    use crate::core::model::{MonitorRow, NodeRow};
 
     fn row(id: &str, status: &str) -> NodeRow {
         NodeRow {
@@ -519,6 +600,10 @@ mod tests {
             unreadable_moves: 0,
             admin: vec![],
         }
+    }
+
+    fn spec(id: &str) -> NodeSpec {
+        NodeSpec { id: id.into(), name: id.into(), host: format!("{id}:3001"), active: true, primary: false }
     }
 
     fn up() -> NodeInput {
@@ -583,7 +668,7 @@ mod tests {
     #[test]
     fn a_node_from_the_configuration_cannot_be_deleted_and_a_busy_one_needs_force() {
         let nodes: HashMap<String, NodeInput> = [("a".to_string(), up()), ("b".to_string(), up())].into();
-        let statics = vec![StaticNode { id: "a".into(), host: "a:3001".into(), name: None }];
+        let statics = vec![spec("a")];
         let delete = |node: &str, force| Command::DeleteNode { node: node.into(), force };
         let inputs = |command| Inputs { nodes: &nodes, static_nodes: &statics, limit: 1000, started: true, setup_complete: true, command };
         let (configured, busy, forced) = (delete("a", true), delete("b", false), delete("b", true));
@@ -597,14 +682,14 @@ mod tests {
 
     #[test]
     fn missing_static_nodes_are_registered() {
-        let statics = vec![StaticNode { id: "c".into(), host: "c:3001".into(), name: None }];
+        let statics = vec![spec("c")];
         let nodes: HashMap<String, NodeInput> = [("a".to_string(), up()), ("b".to_string(), up())].into();
         let d = decide(
             &rows(),
             &Inputs { nodes: &nodes, static_nodes: &statics, limit: 1000, started: false, setup_complete: true, command: None },
         )
         .unwrap();
-        assert_eq!(d.changes.register, vec![NodeSpec::from(&statics[0])]);
+        assert_eq!(d.changes.register, statics);
         assert!(!d.started, "the registered node has no verdict yet");
     }
 }

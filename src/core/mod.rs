@@ -1,0 +1,13 @@
+//! The pure decisions. Nothing here does IO or reads a clock: time and health
+//! come in as values, and every function can be tested with plain data.
+//! - [`health`]: the node health state machine and flap damping.
+//! - [`placement`]: where monitors run (failover, revert, repair, rebalance).
+//! - [`reconcile`]: one decision: rows + node health → writes + routing table.
+//! - [`routing`]: the routing table the front door reads.
+//! - [`model`]: the rows a decision reads and the writes it makes.
+
+pub mod health;
+pub mod model;
+pub mod placement;
+pub mod reconcile;
+pub mod routing;

@@ -1,0 +1,16 @@
+//! Everything that answers HTTP. It reads the routing snapshot and sends
+//! messages to the supervisor; only the operations API's read handlers
+//! (`api::status`) touch the database.
+//! - [`server`]: the app wiring: allow-list, operations API, open endpoints, proxy.
+//! - [`open`]: the open endpoints: liveness and the fixed-node cookie.
+//! - [`api`]: the operations API under `/lb/`, behind bearer tokens and a network allow-list.
+//! - [`proxy`]: node choice, HTTP forwarding and websocket bridging.
+//! - [`openapi`]: the OpenAPI document of the `/lb` API.
+//! - [`error`]: the JSON error body every refusal uses.
+
+pub mod api;
+pub mod error;
+pub mod open;
+pub mod openapi;
+pub mod proxy;
+pub mod server;

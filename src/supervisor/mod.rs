@@ -1,0 +1,16 @@
+//! Everything that owns the cluster's state.
+//! - [`actors`]: the NodeActor per node and the ClusterActor, the only writer.
+//! - [`queue`]: the ClusterActor's decision bookkeeping (what runs next, who waits), pure.
+//! - [`store`]: every database query of the supervisor and the simulated node.
+//! - [`probe`]: the health probe trait and its HTTP implementation.
+//! - [`push`]: asks nodes to reconcile right after a committed move.
+//! - [`clock`]: the time source decisions read, replaceable in tests.
+//! - [`publisher`]: the routing snapshot's single writer and its lock-free readers.
+
+pub mod actors;
+pub mod clock;
+pub mod probe;
+pub mod publisher;
+pub mod push;
+pub mod queue;
+pub mod store;
