@@ -2,7 +2,7 @@
 //! an optional allow-list of client networks for everything under `/lb/`.
 
 use crate::config::{ApiSettings, Network};
-use crate::front::proxy::error;
+use crate::front::error::error;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};

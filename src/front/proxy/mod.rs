@@ -8,6 +8,7 @@ pub mod route;
 pub mod websocket;
 
 use crate::config::ProxySettings;
+use crate::front::error::error;
 use crate::core::routing::RoutingTable;
 use crate::supervisor::publisher::RoutingReader;
 use actix_web::body::SizedStream;
@@ -18,7 +19,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use awc::error::{ConnectError, SendRequestError};
 use body::RequestBody;
 use route::{Balancer, Route, RouteInput, FIXED_COOKIE, STICKY_COOKIE};
-use serde_json::json;
 use std::cell::RefCell;
 use crate::metrics::{Metrics, ProxyShard};
 use std::sync::{Arc, Mutex};
@@ -68,11 +68,6 @@ impl Worker {
         let stats = front.metrics.shard();
         Worker { front, client, balancer: RefCell::default(), stats }
     }
-}
-
-/// A JSON error body `{error, detail}` that says what happened without internals.
-pub fn error(status: StatusCode, code: &str, detail: impl Into<String>) -> HttpResponse {
-    HttpResponse::build(status).json(json!({ "error": code, "detail": detail.into() }))
 }
 
 /// The catch-all handler: choose a node, then forward HTTP or bridge a websocket.

@@ -5,7 +5,8 @@
 //! timeout, and when its node leaves the ready set, so clients reconnect to a
 //! live node.
 
-use super::{error, upstream_headers, Worker};
+use super::{upstream_headers, Worker};
+use crate::front::error::error;
 use crate::metrics::WebsocketGuard;
 use crate::core::routing::RoutingTable;
 use crate::supervisor::publisher::RoutingReader;
