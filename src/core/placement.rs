@@ -437,6 +437,15 @@ mod tests {
         MonitorView { id, active: true, home: Some(home.into()), assigned: None, origin: None, pinned: false }
     }
 
+    /// Homed on `home`, running on `at`, displaced from `origin` by ledger row `row`.
+    fn displaced(id: MonitorId, home: &str, at: &str, origin: &str, row: i64) -> MonitorView {
+        MonitorView {
+            assigned: Some(at.into()),
+            origin: Some(Origin { node: origin.into(), rows: vec![row] }),
+            ..at_home(id, home)
+        }
+    }
+
     #[test]
     fn a_down_nodes_monitors_spread_evenly_over_ready_nodes() {
         let mut view = ClusterView {
@@ -456,14 +465,7 @@ mod tests {
     fn a_recovered_settled_origin_gets_its_monitors_back_home() {
         let mut view = ClusterView {
             nodes: vec![node("a", Health::Up), node("b", Health::Up)],
-            monitors: vec![MonitorView {
-                id: 1,
-                active: true,
-                home: Some("a".into()),
-                assigned: Some("b".into()),
-                origin: Some(Origin { node: "a".into(), rows: vec![7] }),
-                pinned: false,
-            }],
+            monitors: vec![displaced(1, "a", "b", "a", 7)],
         };
         let plan = plan(&view);
         assert_eq!(
@@ -486,14 +488,7 @@ mod tests {
         a.settled = false;
         let view = ClusterView {
             nodes: vec![a, node("b", Health::Up)],
-            monitors: vec![MonitorView {
-                id: 1,
-                active: true,
-                home: Some("a".into()),
-                assigned: Some("b".into()),
-                origin: Some(Origin { node: "a".into(), rows: vec![7] }),
-                pinned: false,
-            }],
+            monitors: vec![displaced(1, "a", "b", "a", 7)],
         };
         assert_eq!(plan(&view), Plan::default());
     }
@@ -502,14 +497,7 @@ mod tests {
     fn a_revert_to_an_override_restores_the_override() {
         let view = ClusterView {
             nodes: vec![node("a", Health::Up), node("b", Health::Up), node("c", Health::Up)],
-            monitors: vec![MonitorView {
-                id: 1,
-                active: true,
-                home: Some("b".into()),
-                assigned: Some("c".into()),
-                origin: Some(Origin { node: "a".into(), rows: vec![3] }),
-                pinned: false,
-            }],
+            monitors: vec![displaced(1, "b", "c", "a", 3)],
         };
         assert_eq!(plan(&view).moves[0].assigned.as_deref(), Some("a"));
     }

@@ -14,7 +14,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 use super::{AdminAnswers, ChangeAnswers, ReadAnswers, RebalanceAnswers};
 
-pub(crate) async fn set_admin(ops: &Ops, node: String, state: Option<AdminState>) -> Result<HttpResponse, ApiError> {
+async fn set_admin(ops: &Ops, node: String, state: Option<AdminState>) -> Result<HttpResponse, ApiError> {
     let summary = apply(ops, Command::SetAdmin { node: node.clone(), state }).await?;
     Ok(HttpResponse::Ok().json(json!({
         "success": true,
@@ -69,7 +69,7 @@ pub(crate) async fn move_monitors(_: Authorized, ops: web::Data<Ops>, body: web:
     })))
 }
 
-pub(crate) async fn run_rebalance(ops: &Ops, dry_run: bool, max_moves: Option<usize>, from_scratch: bool) -> Result<HttpResponse, ApiError> {
+async fn run_rebalance(ops: &Ops, dry_run: bool, max_moves: Option<usize>, from_scratch: bool) -> Result<HttpResponse, ApiError> {
     let mut summary = apply(ops, Command::Rebalance { dry_run, max_moves, from_scratch }).await?;
     let report = summary.rebalance.take();
     Ok(HttpResponse::Ok().json(json!({

@@ -43,7 +43,7 @@ pub(crate) async fn rebalancing_status(_: Authorized, ops: web::Data<Ops>) -> Re
 }
 
 /// A node row joined with what the snapshot knows of it.
-pub(crate) async fn node_view(ops: &Ops) -> Result<Vec<Value>, ApiError> {
+async fn node_view(ops: &Ops) -> Result<Vec<Value>, ApiError> {
     let table = ops.routing.load();
     Ok(store::nodes(&ops.reads.0)
         .await?
@@ -177,7 +177,7 @@ pub(crate) async fn capacity(_: Authorized, ops: web::Data<Ops>) -> HttpResponse
     HttpResponse::Ok().json(capacity_of(&ops.routing.load()))
 }
 
-pub(crate) async fn node_details(ops: &Ops) -> Result<Vec<Value>, ApiError> {
+async fn node_details(ops: &Ops) -> Result<Vec<Value>, ApiError> {
     let details = ops.cluster.send(GetNodeDetails).await.map_err(|_| ApiError::Supervisor)?;
     let table = ops.routing.load();
     Ok(details
