@@ -61,7 +61,7 @@ fn run(t: &TestDb, push: bool) -> (Phase, Phase) {
     let ports: Vec<u16> = (0..NODES).map(|_| common::free_port()).collect();
     let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let mut sims: Vec<Option<Process>> =
-        (0..NODES).map(|i| Some(sim_process(&format!("sim{}", i + 1), ports[i], &t.url, NODE_AUTH, "60s"))).collect();
+        (0..NODES).map(|i| Some(sim_process(&format!("sim{}", i + 1), ports[i], &t.url, NODE_AUTH, 1.0))).collect();
     let listen = format!("127.0.0.1:{}", common::free_port());
     let mut cluster = Command::new(env!("CARGO_BIN_EXE_kuma-cluster"));
     cluster
@@ -85,7 +85,7 @@ fn run(t: &TestDb, push: bool) -> (Phase, Phase) {
 
     drop(sims[0].take());
     let failover = observe(&listen, 0, "down", "displaced", PER_NODE, || run_exactly_once(&all[1..], &active));
-    sims[0] = Some(sim_process("sim1", ports[0], &t.url, NODE_AUTH, "60s"));
+    sims[0] = Some(sim_process("sim1", ports[0], &t.url, NODE_AUTH, 1.0));
     let home: BTreeSet<u32> = (1..=PER_NODE as u32).collect();
     let revert = observe(&listen, 0, "up", "reverted", PER_NODE, || {
         running_at(&hosts[0]).is_some_and(|r| r.into_iter().collect::<BTreeSet<_>>() == home) && run_exactly_once(&all, &active)

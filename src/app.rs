@@ -56,6 +56,9 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
 }
 
 const DEV_NODES: usize = 3;
+/// The dev mode's simulated nodes run five times a real node's pace: a 12 s
+/// cron, about 25 starts a second.
+const DEV_SPEED: f64 = 5.0;
 const DEV_MONITORS_PER_NODE: usize = 100;
 const DEV_DATABASE: &str = "./data/dev.db";
 
@@ -77,7 +80,12 @@ pub async fn dev(mut settings: Settings) -> Result<(), ServeError> {
     for id in &ids {
         store::seed_monitors(&db, id, DEV_MONITORS_PER_NODE).await?;
     }
-    let nodes = DevNodes::start(db.clone(), &ids, node_auth, Duration::from_secs(60)).await?;
+    settings.nodes.pace = crate::core::waves::Pace {
+        start_rate: 4.0 * DEV_SPEED,
+        cron_period: crate::tools::sim::CRON_PERIOD.div_f64(DEV_SPEED),
+        margin: Duration::from_secs(3).div_f64(DEV_SPEED),
+    };
+    let nodes = DevNodes::start(db.clone(), &ids, node_auth, DEV_SPEED).await?;
     let listen = settings.server.listen;
     let base = match listen.ip().is_unspecified() {
         true => format!("http://127.0.0.1:{}", listen.port()),

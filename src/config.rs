@@ -3,6 +3,7 @@
 //! here, so the rest of the program only sees valid settings.
 
 use crate::core::model::NodeSpec;
+use crate::core::waves::Pace;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -112,7 +113,11 @@ pub struct HealthSettings {
     pub path: String,
     pub interval: Duration,
     pub timeout: Duration,
+    /// Consecutive refused connections or error answers that make a node down.
     pub fall: u32,
+    /// Consecutive failures that make a node down when they include timeouts
+    /// only: a timeout is weak evidence (the node may just be busy).
+    pub timeout_fall: u32,
     pub rise: u32,
     pub down_interval: Duration,
 }
@@ -123,6 +128,9 @@ pub struct ClusterSettings {
     pub reconcile_interval: Duration,
     pub flap_window: Duration,
     pub flap_max_transitions: u32,
+    /// Largest share of the nodes (percent) that may be down on timeouts alone
+    /// at once; past it, a shared cause is suspected and the verdict is held.
+    pub max_ejection_percent: u8,
 }
 
 #[derive(Clone, Debug)]
@@ -133,7 +141,10 @@ pub struct PlacementSettings {
 #[derive(Clone, Debug)]
 pub struct NodeSettings {
     pub auth_header: Option<String>,
+    /// The part of a reconcile push's timeout that does not grow with its work.
     pub reconcile_timeout: Duration,
+    /// The nodes' start rate and cron, which size the waves.
+    pub pace: Pace,
     pub static_nodes: Vec<StaticNode>,
 }
 
@@ -212,6 +223,7 @@ struct RawHealth {
     interval: String,
     timeout: String,
     fall: u32,
+    timeout_fall: u32,
     rise: u32,
     down_interval: String,
 }
@@ -223,6 +235,7 @@ struct RawCluster {
     reconcile_interval: String,
     flap_window: String,
     flap_max_transitions: u32,
+    max_ejection_percent: u8,
 }
 
 #[derive(Deserialize)]
@@ -236,6 +249,9 @@ struct RawPlacement {
 struct RawNodes {
     auth_header: String,
     reconcile_timeout: String,
+    start_rate: f64,
+    cron_period: String,
+    cron_margin: String,
     #[serde(default, rename = "static")]
     static_nodes: Vec<StaticNode>,
 }
@@ -324,6 +340,7 @@ impl Settings {
             interval: positive_duration("health.interval", &raw.health.interval)?,
             timeout: positive_duration("health.timeout", &raw.health.timeout)?,
             fall: at_least_one("health.fall", raw.health.fall)?,
+            timeout_fall: at_least_one("health.timeout_fall", raw.health.timeout_fall)?,
             rise: at_least_one("health.rise", raw.health.rise)?,
             down_interval: positive_duration("health.down_interval", &raw.health.down_interval)?,
         };
@@ -332,7 +349,26 @@ impl Settings {
             reconcile_interval: positive_duration("cluster.reconcile_interval", &raw.cluster.reconcile_interval)?,
             flap_window: duration("cluster.flap_window", &raw.cluster.flap_window)?,
             flap_max_transitions: at_least_one("cluster.flap_max_transitions", raw.cluster.flap_max_transitions)?,
+            max_ejection_percent: raw.cluster.max_ejection_percent,
         };
+        if cluster.max_ejection_percent > 100 {
+            return Err(invalid("cluster.max_ejection_percent", "must be 0 to 100"));
+        }
+        if health.timeout_fall < health.fall {
+            return Err(invalid("health.timeout_fall", "must be at least health.fall: a timeout is weaker evidence than a refusal"));
+        }
+        let start_rate = raw.nodes.start_rate;
+        if !(start_rate.is_finite() && (0.1..=1_000_000.0).contains(&start_rate)) {
+            return Err(invalid("nodes.start_rate", "must be 0.1 to 1000000 monitors per second"));
+        }
+        let pace = Pace {
+            start_rate,
+            cron_period: positive_duration("nodes.cron_period", &raw.nodes.cron_period)?,
+            margin: duration("nodes.cron_margin", &raw.nodes.cron_margin)?,
+        };
+        if pace.margin * 4 >= pace.cron_period {
+            return Err(invalid("nodes.cron_margin", "must be less than a quarter of nodes.cron_period"));
+        }
         if raw.placement.limit_per_node == 0 {
             return Err(invalid("placement.limit_per_node", "must be at least 1"));
         }
@@ -360,6 +396,7 @@ impl Settings {
             nodes: NodeSettings {
                 auth_header: (!auth_header.is_empty()).then_some(auth_header),
                 reconcile_timeout: positive_duration("nodes.reconcile_timeout", &raw.nodes.reconcile_timeout)?,
+                pace,
                 static_nodes: raw.nodes.static_nodes,
             },
         })

@@ -62,10 +62,14 @@ enum Command {
         /// The cluster's shared database
         #[arg(long, value_name = "URL")]
         database: String,
-        /// How often it reconciles on its own, like Kuma's one-minute cron
-        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
-        reconcile_every: std::time::Duration,
-        /// The Authorization value reconcile calls must carry (default: any)
+        /// Pace relative to a real node: 10 makes every start and stop pause, the
+        /// busy health delay and the one-minute cron ten times shorter
+        #[arg(long, value_name = "FACTOR", default_value_t = 1.0, value_parser = positive_factor)]
+        speed: f64,
+        /// How far the node's clock is ahead of this machine's, in milliseconds (negative: behind)
+        #[arg(long, value_name = "MS", default_value_t = 0, allow_hyphen_values = true)]
+        clock_offset_ms: i64,
+        /// The Authorization value reconcile and create calls must carry (default: any)
         #[arg(long, value_name = "VALUE")]
         auth_header: Option<String>,
     },
@@ -146,9 +150,10 @@ fn main() -> ExitCode {
         Command::Migrate => Local::Migrate,
         Command::Dev => Local::Dev,
         Command::Health { ready } => Local::Health { ready },
-        Command::SimNode { id, listen, database, reconcile_every, auth_header } => {
+        Command::SimNode { id, listen, database, speed, clock_offset_ms, auth_header } => {
             init_logs();
-            let config = SimConfig { id, listen, reconcile_every, auth_header };
+            let clock_offset = chrono::Duration::milliseconds(clock_offset_ms);
+            let config = SimConfig { id, listen, auth_header, speed, clock_offset };
             return match actix_rt::System::new().block_on(kuma_cluster::sim_node(config, &database)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -194,5 +199,13 @@ fn main() -> ExitCode {
             tracing::error!(error = %e, "kuma-cluster stopped");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A speed factor: a finite number above zero, at most 1000.
+fn positive_factor(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(f) if f.is_finite() && f > 0.0 && f <= 1000.0 => Ok(f),
+        _ => Err(format!("expected a number above 0 and at most 1000, got {text:?}")),
     }
 }

@@ -58,6 +58,8 @@ impl Histogram {
 #[derive(Default)]
 struct Supervision {
     transitions: BTreeMap<(String, &'static str), u64>,
+    /// Down verdicts on timeouts alone held back by the ejection budget, by node.
+    held: BTreeMap<String, u64>,
     moves: BTreeMap<&'static str, u64>,
     probe_latency: BTreeMap<String, Histogram>,
     decisions: Histogram,
@@ -112,6 +114,10 @@ impl Metrics {
         *lock(&self.supervision).transitions.entry((node.to_owned(), health_label(to))).or_default() += 1;
     }
 
+    pub fn held(&self, node: &str) {
+        *lock(&self.supervision).held.entry(node.to_owned()).or_default() += 1;
+    }
+
     pub fn moved(&self, reason: &'static str, count: usize) {
         *lock(&self.supervision).moves.entry(reason).or_default() += count as u64;
     }
@@ -164,6 +170,11 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE kuma_cluster_node_transitions_total counter");
             for ((node, to), count) in &s.transitions {
                 let _ = writeln!(out, "kuma_cluster_node_transitions_total{{node=\"{}\",to=\"{to}\"}} {count}", escaped(node));
+            }
+            let _ = writeln!(out, "# HELP kuma_cluster_ejections_held_total Down verdicts on timeouts alone held back: too many nodes looked dead at once.");
+            let _ = writeln!(out, "# TYPE kuma_cluster_ejections_held_total counter");
+            for (node, count) in &s.held {
+                let _ = writeln!(out, "kuma_cluster_ejections_held_total{{node=\"{}\"}} {count}", escaped(node));
             }
             let _ = writeln!(out, "# HELP kuma_cluster_moves_total Monitor moves committed, by reason.");
             let _ = writeln!(out, "# TYPE kuma_cluster_moves_total counter");

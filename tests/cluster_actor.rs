@@ -6,7 +6,7 @@ mod common;
 
 use common::{SilentProbe, Supervisor, TestDb};
 use kuma_cluster::supervisor::actors::cluster::Shutdown;
-use kuma_cluster::core::health::{Health, HealthMachine};
+use kuma_cluster::core::health::{Health, HealthMachine, Probed};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -200,12 +200,13 @@ async fn a_recovery_that_fails_again_restarts_the_hold_down(t: TestDb) {
 /// and checks after each that no active monitor sits on node1 while it is down.
 /// Returns the number of moves made.
 async fn flap(t: &TestDb, sup: &Supervisor, pattern: &[bool], hours: u64) -> u64 {
-    let mut machine = HealthMachine::new(3, 2);
-    machine.observe(true);
-    machine.observe(true);
+    let mut machine = HealthMachine::new(3, 3, 2);
+    machine.observe(Probed::Healthy);
+    machine.observe(Probed::Healthy);
     let (mut elapsed, mut next_tick, mut step) = (Duration::ZERO, Duration::from_secs(10), 0);
     while elapsed < Duration::from_secs(hours * 3600) {
-        if let Some(tr) = machine.observe(pattern[step % pattern.len()]) {
+        let probed = if pattern[step % pattern.len()] { Probed::Healthy } else { Probed::Failed };
+        if let Some(tr) = machine.observe(probed) {
             sup.transition("node1", tr.from, tr.to).await;
         }
         step += 1;
@@ -389,7 +390,7 @@ async fn a_transition_during_a_refused_command_is_decided_without_waiting_for_a_
     let refused = sup.addr.send(Apply(Command::SetAdmin { node: "nowhere".into(), state: Some(AdminState::Drain) }));
     let down = sup.addr.send(kuma_cluster::supervisor::actors::node::NodeTransition {
         node_id: "node1".into(),
-        transition: kuma_cluster::core::health::Transition { from: Up, to: Down },
+        transition: kuma_cluster::core::health::Transition { from: Up, to: Down, weak: false },
         last_error: None,
     });
     first.await.unwrap().unwrap();

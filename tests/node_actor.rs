@@ -4,26 +4,26 @@ mod common;
 
 use actix::prelude::*;
 use common::{run_paused, settings, Collector, Scripted, ScriptedProbe};
-use kuma_cluster::supervisor::actors::node::{GetNodeState, NodeActor, Retire};
+use kuma_cluster::supervisor::actors::node::{GetNodeState, Grace, NodeActor, Retire};
 use kuma_cluster::core::health::{Health, Transition};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::time::Instant;
-use Scripted::{Failing, Hang, Healthy};
+use Scripted::{Failing, Hang, Healthy, HealthyAhead};
 
 type Seen = Rc<RefCell<Vec<(Instant, kuma_cluster::supervisor::actors::node::NodeTransition)>>>;
 
 fn start(probe: &ScriptedProbe) -> (Addr<NodeActor>, Seen) {
     let seen: Seen = Rc::default();
-    let collector = Collector { seen: seen.clone() }.start();
+    let collector = Collector { seen: seen.clone(), ..Collector::default() }.start();
     let health = settings(&[]).health;
     let actor = NodeActor::new(
         "node1".into(),
         Some("node1:3001".into()),
         Rc::new(health),
         Rc::new(probe.clone()),
-        collector.recipient(),
+        Collector::reports(&collector),
         Default::default(),
     )
     .start();
@@ -61,8 +61,8 @@ fn node_goes_down_after_three_consecutive_failures_and_reports_only_transitions(
         assert_eq!(
             transitions(&seen),
             vec![
-                Transition { from: Health::Unknown, to: Health::Up },
-                Transition { from: Health::Up, to: Health::Down },
+                Transition { from: Health::Unknown, to: Health::Up, weak: false },
+                Transition { from: Health::Up, to: Health::Down, weak: false },
             ]
         );
         let seen = seen.borrow();
@@ -82,7 +82,7 @@ fn a_node_failing_every_other_probe_never_transitions_after_its_first_verdict() 
         let (_actor, seen) = start(&probe);
         tokio::time::sleep(Duration::from_secs(900)).await;
         assert!(probe.calls.borrow().len() > 400);
-        assert_eq!(transitions(&seen), vec![Transition { from: Health::Unknown, to: Health::Up }]);
+        assert_eq!(transitions(&seen), vec![Transition { from: Health::Unknown, to: Health::Up, weak: false }]);
     });
 }
 
@@ -91,8 +91,13 @@ fn a_hung_probe_fails_at_the_timeout() {
     run_paused(async {
         let probe = ScriptedProbe::new([Hang]);
         let (actor, seen) = start(&probe);
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        assert_eq!(transitions(&seen), vec![Transition { from: Health::Unknown, to: Health::Down }]);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(
+            transitions(&seen),
+            vec![Transition { from: Health::Unknown, to: Health::Down, weak: true }],
+            "a verdict on timeouts alone"
+        );
+        assert!(probe.calls.borrow().len() >= 10, "it took health.timeout_fall timeouts");
         let state = actor.send(GetNodeState).await.unwrap();
         assert_eq!(state.last_error.as_deref(), Some("timed out"));
         assert_eq!(state.health, Health::Down);
@@ -111,8 +116,8 @@ fn a_down_node_is_probed_at_the_down_interval_and_recovers_after_two_successes()
         assert_eq!(
             transitions(&seen),
             vec![
-                Transition { from: Health::Unknown, to: Health::Down },
-                Transition { from: Health::Down, to: Health::Up },
+                Transition { from: Health::Unknown, to: Health::Down, weak: false },
+                Transition { from: Health::Down, to: Health::Up, weak: false },
             ]
         );
         // probes 3 to 6 follow a down verdict: 5 s ± 10 % apart
@@ -144,19 +149,19 @@ fn a_retired_node_actor_stops_probing() {
 fn a_node_without_a_host_is_declared_down_with_a_clear_error() {
     run_paused(async {
         let seen: Seen = Rc::default();
-        let collector = Collector { seen: seen.clone() }.start();
+        let collector = Collector { seen: seen.clone(), ..Collector::default() }.start();
         let probe = ScriptedProbe::new([Healthy]);
         let actor = NodeActor::new(
             "node9".into(),
             None,
             Rc::new(settings(&[]).health),
             Rc::new(probe.clone()),
-            collector.recipient(),
+            Collector::reports(&collector),
             Default::default(),
         )
         .start();
         tokio::time::sleep(Duration::from_secs(10)).await;
-        assert_eq!(transitions(&seen), vec![Transition { from: Health::Unknown, to: Health::Down }]);
+        assert_eq!(transitions(&seen), vec![Transition { from: Health::Unknown, to: Health::Down, weak: false }]);
         assert_eq!(seen.borrow()[0].1.last_error.as_deref(), Some("node has no host"));
         assert!(probe.calls.borrow().is_empty(), "nothing to probe");
         assert_eq!(actor.send(GetNodeState).await.unwrap().last_error.as_deref(), Some("node has no host"));
@@ -182,5 +187,53 @@ fn a_passive_report_probes_at_once_without_starting_a_second_timer() {
         for pair in calls[1..].windows(2) {
             assert!(pair[1] - pair[0] >= Duration::from_millis(1800), "gap {:?}", pair[1] - pair[0]);
         }
+    });
+}
+
+#[test]
+fn timeouts_during_a_push_are_not_evidence_but_refusals_are() {
+    run_paused(async {
+        let probe = ScriptedProbe::new([Healthy, Healthy, Hang]);
+        let (actor, seen) = start(&probe);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        actor.send(Grace(true)).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert_eq!(transitions(&seen), vec![Transition { from: Health::Unknown, to: Health::Up, weak: false }]);
+        assert!(actor.send(GetNodeState).await.unwrap().graced);
+        actor.send(Grace(false)).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(transitions(&seen)[1], Transition { from: Health::Up, to: Health::Down, weak: true });
+
+        let probe = ScriptedProbe::new([Healthy, Healthy, Failing]);
+        let (actor, seen) = start(&probe);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        actor.send(Grace(true)).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(transitions(&seen)[1], Transition { from: Health::Up, to: Health::Down, weak: false }, "a push does not hide a dead node");
+    });
+}
+
+#[test]
+fn the_nodes_clock_offset_is_reported_once_and_again_when_it_moves() {
+    run_paused(async {
+        let seen: Seen = Rc::default();
+        let collector = Collector { seen: seen.clone(), ..Collector::default() };
+        let clocks = collector.clocks.clone();
+        let collector = collector.start();
+        let probe = ScriptedProbe::new([HealthyAhead(5_000), HealthyAhead(5_010), HealthyAhead(5_020), HealthyAhead(-2_000)]);
+        let actor = NodeActor::new(
+            "node1".into(),
+            Some("node1:3001".into()),
+            Rc::new(settings(&[]).health),
+            Rc::new(probe.clone()),
+            Collector::reports(&collector),
+            Default::default(),
+        )
+        .start();
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let offsets: Vec<i64> = clocks.borrow().iter().map(|c| c.offset_ms).collect();
+        assert_eq!(offsets.len(), 2, "small moves are not reported: {offsets:?}");
+        assert!((offsets[0] - 5_000).abs() < 500 && (offsets[1] + 2_000).abs() < 500, "{offsets:?}");
+        assert!(actor.send(GetNodeState).await.unwrap().clock_offset_ms.is_some());
     });
 }

@@ -11,16 +11,26 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-const WAIT: Duration = Duration::from_secs(20);
+const WAIT: Duration = Duration::from_secs(30);
 const AUTH: &str = "Bearer sim-secret";
+/// Ten times a real node's pace: pauses of 10–30 ms per start, a 6 s cron.
+const SPEED: f64 = 10.0;
 
-fn config(id: &str, listen: &str, reconcile_every: Duration) -> SimConfig {
-    SimConfig {
-        id: id.into(),
-        listen: listen.parse().unwrap(),
-        reconcile_every,
-        auth_header: Some(AUTH.into()),
-    }
+fn config(id: &str, listen: &str) -> SimConfig {
+    SimConfig { speed: SPEED, ..SimConfig::new(id, listen.parse().unwrap(), Some(AUTH.into())) }
+}
+
+async fn post(host: &str, path: &str, body: &str) -> (u16, Value) {
+    let mut response = awc::Client::new()
+        .post(format!("http://{host}{path}"))
+        .insert_header(("authorization", AUTH))
+        .insert_header(("content-type", "application/json"))
+        .timeout(Duration::from_secs(30))
+        .send_body(body.to_owned())
+        .await
+        .unwrap();
+    let body = response.body().await.unwrap();
+    (response.status().as_u16(), serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
 async fn get(host: &str, path: &str) -> (u16, Value) {
@@ -37,12 +47,14 @@ async fn a_sim_node_registers_itself_and_runs_exactly_its_monitors(t: TestDb) {
     t.exec("UPDATE monitor SET active = 0 WHERE id = 1").await;
     t.exec("UPDATE monitor SET assigned_node = 'other' WHERE id = 2").await;
     t.exec("UPDATE monitor SET assigned_node = 'sim1' WHERE id = 5").await;
-    let node = SimNode::start(config("sim1", "127.0.0.1:0", Duration::from_secs(3600)), t.db.clone()).await.unwrap();
+    let node = SimNode::start(config("sim1", "127.0.0.1:0"), t.db.clone()).await.unwrap();
+    eventually(WAIT, "the cold start ends", || async { node.booted() }).await;
     assert_eq!(node.running(), vec![3, 4, 5]);
     assert_eq!(t.rows("SELECT host, status FROM node WHERE node_id = 'sim1'", 2).await, vec![vec![Some(node.host.clone()), Some("online".into())]]);
     let (status, running) = get(&node.host, "/api/v1/running").await;
     assert_eq!((status, running["count"].as_u64(), running["node_id"].as_str()), (200, Some(3), Some("sim1")));
     assert!(running["monitors"][0]["since"].is_string());
+    assert_eq!(running["monitors"][0]["copies"].as_u64(), Some(1));
     let (status, health) = get(&node.host, "/api/v1/health").await;
     assert_eq!((status, health["status"].as_str()), (200, Some("healthy")));
     let page = awc::Client::new().get(format!("http://{}/", node.host)).send().await.unwrap().body().await.unwrap();
@@ -54,14 +66,16 @@ async fn a_sim_node_registers_itself_and_runs_exactly_its_monitors(t: TestDb) {
 
 
 #[test]
-fn a_reconcile_call_needs_authorization_and_applies_a_move_at_once() {
+fn a_reconcile_call_needs_authorization_and_answers_when_the_reconcile_is_done() {
     common::run(async {
         let t = TestDb::sqlite().await;
         t.migrate().await;
         t.add_monitors("sim1", 2).await;
-        let node = SimNode::start(config("sim1", "127.0.0.1:0", Duration::from_secs(3600)), t.db.clone()).await.unwrap();
+        t.add_monitors("elsewhere", 20).await;
+        let node = SimNode::start(config("sim1", "127.0.0.1:0"), t.db.clone()).await.unwrap();
+        eventually(WAIT, "the cold start ends", || async { node.booted() }).await;
         t.exec("UPDATE monitor SET assigned_node = 'elsewhere' WHERE id = 1").await;
-        assert_eq!(node.running(), vec![1, 2], "its own cron is an hour away");
+        t.exec("UPDATE monitor SET assigned_node = 'sim1' WHERE node_id = 'elsewhere'").await;
         let client = awc::Client::new();
         let url = format!("http://{}/api/v1/reconcile-monitors", node.host);
         for auth in [None, Some("Bearer wrong")] {
@@ -71,25 +85,106 @@ fn a_reconcile_call_needs_authorization_and_applies_a_move_at_once() {
             }
             assert_eq!(request.send().await.unwrap().status().as_u16(), 401);
         }
-        assert_eq!(node.running(), vec![1, 2]);
-        let response = client.post(&url).insert_header(("authorization", AUTH)).send().await.unwrap();
-        assert_eq!(response.status().as_u16(), 200);
-        assert_eq!(node.running(), vec![2]);
+        let (status, _) = post(&node.host, "/api/v1/reconcile-monitors", "").await;
+        assert_eq!(status, 200);
+        assert_eq!(node.running(), (2..=22).collect::<Vec<u32>>(), "the answer comes once all 20 started and 1 stopped");
         node.stop().await;
     });
 }
 
 #[test]
-fn health_answers_503_while_the_database_does_not() {
+fn overlapping_reconciles_start_monitors_twice_and_the_first_copies_leak() {
     common::run(async {
         let t = TestDb::sqlite().await;
         t.migrate().await;
-        let node = SimNode::start(config("sim1", "127.0.0.1:0", Duration::from_secs(3600)), t.db.clone()).await.unwrap();
-        t.exec("ALTER TABLE monitor RENAME TO monitor_away").await;
-        let (status, health) = get(&node.host, "/api/v1/health").await;
-        assert_eq!((status, health["checks"]["database"].as_str()), (503, Some("unreachable")));
-        t.exec("ALTER TABLE monitor_away RENAME TO monitor").await;
+        t.add_monitors("elsewhere", 10).await;
+        let node = SimNode::start(config("sim1", "127.0.0.1:0"), t.db.clone()).await.unwrap();
+        eventually(WAIT, "the cold start ends", || async { node.booted() }).await;
+        t.exec("UPDATE monitor SET assigned_node = 'sim1'").await;
+        let host = node.host.clone();
+        let (a, b) = futures_util::join!(
+            post(&host, "/api/v1/reconcile-monitors", ""),
+            post(&host, "/api/v1/reconcile-monitors", "")
+        );
+        assert_eq!((a.0, b.0), (200, 200));
+        let copies = node.copies();
+        assert!(copies.values().any(|&c| c == 2), "two reconciles at once start monitors twice: {copies:?}");
+        t.exec("UPDATE monitor SET assigned_node = 'elsewhere'").await;
+        post(&host, "/api/v1/reconcile-monitors", "").await;
+        assert!(!node.copies().is_empty(), "a stop ends only the listed copy; the leaked ones run on");
+        node.stop().await;
+    });
+}
+
+#[test]
+fn health_is_slow_while_the_node_starts_monitors() {
+    common::run(async {
+        let t = TestDb::sqlite().await;
+        t.migrate().await;
+        t.add_monitors("elsewhere", 100).await;
+        let node = SimNode::start(config("sim1", "127.0.0.1:0"), t.db.clone()).await.unwrap();
+        eventually(WAIT, "the cold start ends", || async { node.booted() }).await;
+        let quiet = std::time::Instant::now();
         assert_eq!(get(&node.host, "/api/v1/health").await.0, 200);
+        let quiet = quiet.elapsed();
+        t.exec("UPDATE monitor SET assigned_node = 'sim1'").await;
+        let host = node.host.clone();
+        let reconcile = actix_rt::spawn(async move { post(&host, "/api/v1/reconcile-monitors", "").await });
+        eventually(WAIT, "the reconcile is starting monitors", || async {
+            get(&node.host, "/api/v1/running").await.1["busy"].as_bool() == Some(true)
+        })
+        .await;
+        let busy = std::time::Instant::now();
+        assert_eq!(get(&node.host, "/api/v1/health").await.0, 200);
+        let busy = busy.elapsed();
+        assert!(busy >= kuma_cluster::tools::sim::BUSY_HEALTH.div_f64(SPEED), "busy health took {busy:?}");
+        assert!(busy > quiet, "busy {busy:?}, quiet {quiet:?}");
+        reconcile.await.unwrap();
+        node.stop().await;
+    });
+}
+
+#[test]
+fn a_monitor_created_through_rest_is_homed_on_the_least_loaded_online_node_and_starts_here() {
+    common::run(async {
+        let t = TestDb::sqlite().await;
+        t.migrate().await;
+        t.add_node("node1", "127.0.0.1:9").await;
+        t.add_node("node2", "127.0.0.1:9").await;
+        t.add_monitors("node1", 3).await;
+        t.add_monitors("node2", 1).await;
+        let node = SimNode::start(config("sim1", "127.0.0.1:0"), t.db.clone()).await.unwrap();
+        t.add_monitors("sim1", 2).await;
+        eventually(WAIT, "the cold start ends", || async { node.booted() }).await;
+        let (status, body) = post(&node.host, "/api/v1/monitors", r#"{"name":"too fast","interval":10}"#).await;
+        assert_eq!((status, body["ok"].as_bool()), (400, Some(false)));
+        let (status, body) = post(&node.host, "/api/v1/monitors", r#"{"name":"new","interval":60}"#).await;
+        assert_eq!(status, 201);
+        assert_eq!(body["data"]["node_id"].as_str(), Some("node2"), "node2 has the fewest monitors homed on it: {body}");
+        let id = body["data"]["monitor_id"].as_u64().unwrap() as u32;
+        assert!(node.running().contains(&id));
+        let (_, body) = post(&node.host, "/api/v1/monitors", r#"{"name":"elsewhere","node_id":"node1"}"#).await;
+        let other = body["data"]["monitor_id"].as_u64().unwrap() as u32;
+        assert!(node.running().contains(&other), "started here whatever its home");
+        post(&node.host, "/api/v1/reconcile-monitors", "").await;
+        assert!(!node.running().contains(&other) && !node.running().contains(&id), "until its next reconcile");
+        node.stop().await;
+    });
+}
+
+#[test]
+fn the_cron_reconciles_at_whole_periods_of_the_nodes_clock() {
+    common::run(async {
+        let t = TestDb::sqlite().await;
+        t.migrate().await;
+        t.add_monitors("elsewhere", 1).await;
+        let fast = SimConfig { speed: 120.0, ..config("sim1", "127.0.0.1:0") };
+        let node = SimNode::start(fast, t.db.clone()).await.unwrap();
+        t.exec("UPDATE monitor SET assigned_node = 'sim1'").await;
+        eventually(WAIT, "a cron tick reconciles", || async { node.reconciles() >= 1 && node.running() == vec![1] }).await;
+        let (_, running) = get(&node.host, "/api/v1/running").await;
+        let at = chrono::DateTime::parse_from_rfc3339(running["reconciled_at"].as_str().unwrap()).unwrap();
+        assert!(at.timestamp_subsec_millis() < 300, "ticks of 500 ms land on whole half-seconds: {at}");
         node.stop().await;
     });
 }
@@ -100,8 +195,8 @@ async fn each_runs_exactly_once(t: &TestDb, nodes: &[&SimNode]) -> bool {
         t.monitors().await.into_iter().filter(|m| m.3).map(|m| m.0 as u32).collect();
     let mut seen = BTreeSet::new();
     for node in nodes {
-        for id in node.running() {
-            if !seen.insert(id) {
+        for (id, copies) in node.copies() {
+            if copies > 1 || !seen.insert(id) {
                 return false;
             }
         }
@@ -114,15 +209,19 @@ async fn sim_nodes_under_the_supervisor_fail_over_and_back_with_each_monitor_run
     for i in 1..=3 {
         t.add_monitors(&format!("sim{i}"), 30).await;
     }
-    // the nodes' own cron is an hour away: only the supervisor's pushes move monitors
-    let hour = Duration::from_secs(3600);
     let mut nodes = Vec::new();
     for i in 1..=3 {
-        nodes.push(SimNode::start(config(&format!("sim{i}"), "127.0.0.1:0", hour), t.db.clone()).await.unwrap());
+        nodes.push(SimNode::start(config(&format!("sim{i}"), "127.0.0.1:0"), t.db.clone()).await.unwrap());
     }
-    let (cluster, routing) = common::live_supervisor(&t, &[("KUMA_CLUSTER__NODES__AUTH_HEADER", AUTH)]);
+    let pace = common::sim_pace(SPEED);
+    let mut overrides: Vec<(&str, &str)> = pace.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    overrides.push(("KUMA_CLUSTER__NODES__AUTH_HEADER", AUTH));
+    let (cluster, routing) = common::live_supervisor(&t, &overrides);
     eventually(WAIT, "all three nodes ready", || async { routing.load().nodes.iter().filter(|n| n.ready).count() == 3 }).await;
-    assert!(each_runs_exactly_once(&t, &[&nodes[0], &nodes[1], &nodes[2]]).await);
+    eventually(WAIT, "every node booted, each monitor run once", || async {
+        nodes.iter().all(SimNode::booted) && each_runs_exactly_once(&t, &[&nodes[0], &nodes[1], &nodes[2]]).await
+    })
+    .await;
 
     let dead = nodes.remove(0);
     let address = dead.host.clone();
@@ -133,7 +232,7 @@ async fn sim_nodes_under_the_supervisor_fail_over_and_back_with_each_monitor_run
     .await;
     assert_eq!(nodes[0].running().len() + nodes[1].running().len(), 90);
 
-    let back = SimNode::start(config("sim1", &address, hour), t.db.clone()).await.unwrap();
+    let back = SimNode::start(config("sim1", &address), t.db.clone()).await.unwrap();
     eventually(WAIT, "sim1 gets its monitors back, each run once", || async {
         back.running().len() == 30 && each_runs_exactly_once(&t, &[&back, &nodes[0], &nodes[1]]).await
     })

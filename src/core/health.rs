@@ -1,10 +1,17 @@
 //! The node health state machine and flap damping: pure, no IO, no clock of its own.
 //!
-//! HAProxy semantics: a node is declared down after `fall` consecutive failed
-//! probes and up after `rise` consecutive successes. A result that agrees with the
-//! current streak extends it and resets the opposite counter; only a change of
-//! state produces a [`Transition`], so a node that alternates on every probe never
+//! HAProxy semantics: a node is declared up after `rise` consecutive successes
+//! and down after a streak of failures. A result that agrees with the current
+//! streak extends it and resets the opposite counter; only a change of state
+//! produces a [`Transition`], so a node that alternates on every probe never
 //! transitions at all.
+//!
+//! Evidence has weights (as Envoy's outlier detection and HAProxy's `observe`
+//! tell errors apart): a refused connection or an error answer is strong, and
+//! `fall` of them in a streak make a node down; a timeout is weak (the node may
+//! only be busy), and only `timeout_fall` failures in a streak make a node down
+//! on timeouts alone. Such a verdict is marked `weak`, and is made strong by
+//! `fall` strong failures later in the same streak.
 
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -19,49 +26,86 @@ pub enum Health {
     Down,
 }
 
+/// What one probe found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probed {
+    Healthy,
+    /// Refused, reset, an error answer: strong evidence.
+    Failed,
+    /// No answer in time: weak evidence.
+    TimedOut,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Transition {
     pub from: Health,
     pub to: Health,
+    /// A down verdict on timeouts alone. `Down → Down` with `weak: false` is a
+    /// weak verdict made strong.
+    pub weak: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct HealthMachine {
     state: Health,
     fall: u32,
+    timeout_fall: u32,
     rise: u32,
     consecutive_failures: u32,
+    /// Refusals and error answers within the current failure streak.
+    strong_failures: u32,
     consecutive_successes: u32,
+    /// The node is down on timeouts alone.
+    weak: bool,
 }
 
 impl HealthMachine {
-    pub fn new(fall: u32, rise: u32) -> Self {
+    pub fn new(fall: u32, timeout_fall: u32, rise: u32) -> Self {
         HealthMachine {
             state: Health::Unknown,
             fall: fall.max(1),
+            timeout_fall: timeout_fall.max(fall).max(1),
             rise: rise.max(1),
             consecutive_failures: 0,
+            strong_failures: 0,
             consecutive_successes: 0,
+            weak: false,
         }
     }
 
     /// Feeds one probe result; returns the transition it caused, if any.
-    pub fn observe(&mut self, healthy: bool) -> Option<Transition> {
+    pub fn observe(&mut self, probed: Probed) -> Option<Transition> {
         let from = self.state;
-        if healthy {
+        if probed == Probed::Healthy {
             self.consecutive_failures = 0;
+            self.strong_failures = 0;
             self.consecutive_successes = self.consecutive_successes.saturating_add(1);
             if from != Health::Up && self.consecutive_successes >= self.rise {
                 self.state = Health::Up;
+                self.weak = false;
+                return Some(Transition { from, to: Health::Up, weak: false });
             }
-        } else {
-            self.consecutive_successes = 0;
-            self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-            if from != Health::Down && self.consecutive_failures >= self.fall {
-                self.state = Health::Down;
-            }
+            return None;
         }
-        (self.state != from).then_some(Transition { from, to: self.state })
+        self.consecutive_successes = 0;
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        if probed == Probed::Failed {
+            self.strong_failures = self.strong_failures.saturating_add(1);
+        }
+        let strong = self.strong_failures >= self.fall;
+        match from {
+            Health::Down if self.weak && strong => {
+                self.weak = false;
+                Some(Transition { from, to: Health::Down, weak: false })
+            }
+            Health::Down => None,
+            _ if strong || self.consecutive_failures >= self.timeout_fall => {
+                self.state = Health::Down;
+                self.weak = !strong;
+                Some(Transition { from, to: Health::Down, weak: self.weak })
+            }
+            _ => None,
+        }
     }
 
     pub fn state(&self) -> Health {
@@ -117,24 +161,69 @@ mod tests {
     use super::*;
 
     fn feed(machine: &mut HealthMachine, results: &[bool]) -> Vec<Transition> {
-        results.iter().filter_map(|&ok| machine.observe(ok)).collect()
+        results.iter().filter_map(|&ok| machine.observe(if ok { Probed::Healthy } else { Probed::Failed })).collect()
+    }
+
+    fn down(from: Health) -> Transition {
+        Transition { from, to: Health::Down, weak: false }
+    }
+
+    fn up(from: Health) -> Transition {
+        Transition { from, to: Health::Up, weak: false }
+    }
+
+    #[test]
+    fn timeouts_alone_need_the_longer_streak_and_give_a_weak_verdict() {
+        let mut m = HealthMachine::new(3, 6, 2);
+        feed(&mut m, &[true, true]);
+        let timeouts: Vec<Transition> = (0..5).filter_map(|_| m.observe(Probed::TimedOut)).collect();
+        assert_eq!(timeouts, vec![], "five timeouts are not enough");
+        assert_eq!(m.observe(Probed::TimedOut), Some(Transition { from: Health::Up, to: Health::Down, weak: true }));
+    }
+
+    #[test]
+    fn refusals_count_through_timeouts_and_make_a_weak_verdict_strong() {
+        let mut m = HealthMachine::new(3, 6, 2);
+        feed(&mut m, &[true, true]);
+        assert_eq!(m.observe(Probed::Failed), None);
+        assert_eq!(m.observe(Probed::TimedOut), None);
+        assert_eq!(m.observe(Probed::Failed), None);
+        assert_eq!(m.observe(Probed::Failed), Some(down(Health::Up)), "three refusals in one streak");
+        let mut m = HealthMachine::new(3, 4, 2);
+        feed(&mut m, &[true, true]);
+        let weak: Vec<Transition> = (0..4).filter_map(|_| m.observe(Probed::TimedOut)).collect();
+        assert_eq!(weak, vec![Transition { from: Health::Up, to: Health::Down, weak: true }]);
+        assert_eq!(feed(&mut m, &[false, false, false]), vec![down(Health::Down)], "confirmed by refusals");
+        assert_eq!(feed(&mut m, &[false]), vec![], "and only once");
+    }
+
+    #[test]
+    fn a_success_ends_a_timeout_streak() {
+        let mut m = HealthMachine::new(3, 4, 2);
+        feed(&mut m, &[true, true]);
+        for _ in 0..3 {
+            m.observe(Probed::TimedOut);
+        }
+        feed(&mut m, &[true]);
+        assert_eq!(m.observe(Probed::TimedOut), None);
+        assert_eq!(m.state(), Health::Up);
     }
 
     #[test]
     fn node_goes_down_after_fall_consecutive_failures() {
-        let mut m = HealthMachine::new(3, 2);
+        let mut m = HealthMachine::new(3, 3, 2);
         feed(&mut m, &[true, true]);
         assert_eq!(feed(&mut m, &[false, false]), vec![]);
         assert_eq!(
             feed(&mut m, &[false]),
-            vec![Transition { from: Health::Up, to: Health::Down }]
+            vec![down(Health::Up)]
         );
         assert_eq!(feed(&mut m, &[false, false]), vec![], "staying down emits nothing");
     }
 
     #[test]
     fn a_success_resets_the_failure_streak() {
-        let mut m = HealthMachine::new(3, 2);
+        let mut m = HealthMachine::new(3, 3, 2);
         feed(&mut m, &[true, true]);
         assert_eq!(feed(&mut m, &[false, false, true, false, false]), vec![]);
         assert_eq!(m.state(), Health::Up);
@@ -143,20 +232,20 @@ mod tests {
 
     #[test]
     fn first_verdict_needs_a_full_streak_either_way() {
-        let mut m = HealthMachine::new(3, 2);
+        let mut m = HealthMachine::new(3, 3, 2);
         assert_eq!(feed(&mut m, &[true]), vec![]);
         assert_eq!(m.state(), Health::Unknown);
-        assert_eq!(feed(&mut m, &[true]), vec![Transition { from: Health::Unknown, to: Health::Up }]);
-        let mut m = HealthMachine::new(3, 2);
+        assert_eq!(feed(&mut m, &[true]), vec![up(Health::Unknown)]);
+        let mut m = HealthMachine::new(3, 3, 2);
         assert_eq!(
             feed(&mut m, &[false, false, false]),
-            vec![Transition { from: Health::Unknown, to: Health::Down }]
+            vec![down(Health::Unknown)]
         );
     }
 
     #[test]
     fn a_node_alternating_on_every_probe_never_transitions() {
-        let mut m = HealthMachine::new(3, 2);
+        let mut m = HealthMachine::new(3, 3, 2);
         feed(&mut m, &[true, true]);
         let alternating: Vec<bool> = (0..1000).map(|i| i % 2 == 0).collect();
         assert_eq!(feed(&mut m, &alternating), vec![]);
@@ -164,10 +253,10 @@ mod tests {
 
     #[test]
     fn recovery_needs_rise_consecutive_successes() {
-        let mut m = HealthMachine::new(1, 3);
+        let mut m = HealthMachine::new(1, 1, 3);
         feed(&mut m, &[false]);
         assert_eq!(feed(&mut m, &[true, true, false, true, true]), vec![]);
-        assert_eq!(feed(&mut m, &[true]), vec![Transition { from: Health::Down, to: Health::Up }]);
+        assert_eq!(feed(&mut m, &[true]), vec![up(Health::Down)]);
     }
 
     #[test]

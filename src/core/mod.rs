@@ -5,9 +5,11 @@
 //! - [`reconcile`]: one decision: rows + node health → writes + routing table.
 //! - [`routing`]: the routing table the front door reads.
 //! - [`model`]: the rows a decision reads and the writes it makes.
+//! - [`waves`]: how much work a node may be handed now, given its cron and pace.
 
 pub mod health;
 pub mod model;
 pub mod placement;
 pub mod reconcile;
 pub mod routing;
+pub mod waves;

@@ -71,6 +71,9 @@ pub struct NodeView {
     /// Up for the whole hold-down and not damped: may get its displaced monitors back.
     pub settled: bool,
     pub limit: usize,
+    /// New active monitors it may be given in this decision: its reconcile must
+    /// end before its next cron (see `core::waves`). `usize::MAX` is no bound.
+    pub budget: usize,
 }
 
 impl NodeView {
@@ -171,6 +174,9 @@ pub struct Plan {
     pub stranded: Vec<MonitorId>,
     /// Moves that had to exceed a limit because every candidate was full.
     pub over_capacity: usize,
+    /// Monitors that must move but no ready node has budget left in this
+    /// decision: a later wave moves them.
+    pub deferred: usize,
 }
 
 /// One open ledger row, as the placement needs it.
@@ -235,8 +241,13 @@ pub fn read_ledger<'a>(
     reading
 }
 
-/// Computes every move the cluster needs now: returns to recovered origins first,
-/// then moves off nodes that cannot run monitors.
+/// Computes every move the cluster needs now, most urgent first:
+/// 1. monitors on a node that cannot run them, whose origin can take them back;
+/// 2. the other monitors on nodes that cannot run them (failover, drain);
+/// 3. monitors running fine elsewhere whose origin has recovered (returns).
+///
+/// Each pass gives a node at most its remaining [`NodeView::budget`] of new
+/// active monitors; what does not fit waits for a later decision (`deferred`).
 pub fn plan(view: &ClusterView) -> Plan {
     let index: HashMap<&str, usize> = view.nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
     let mut loads = vec![0usize; view.nodes.len()];
@@ -245,25 +256,37 @@ pub fn plan(view: &ClusterView) -> Plan {
             loads[i] += 1;
         }
     }
+    let mut gained = vec![0usize; view.nodes.len()];
     let mut plan = Plan::default();
     let mut moved = vec![false; view.monitors.len()];
+    let current_of = |m: &MonitorView| m.effective().and_then(|id| index.get(id)).copied();
+    let cannot_run = |m: &MonitorView| {
+        current_of(m).map_or(true, |i| !view.nodes[i].ready() && view.nodes[i].health != Health::Unknown)
+    };
 
-    for (k, m) in view.monitors.iter().enumerate() {
-        let Some(origin) = &m.origin else { continue };
-        let Some(&o) = index.get(origin.node.as_str()) else { continue };
-        let node = &view.nodes[o];
-        if !(node.ready() && node.stable && node.settled) || m.effective() == Some(node.id.as_str()) {
-            continue;
+    let revert = |urgent: bool, plan: &mut Plan, loads: &mut Vec<usize>, gained: &mut Vec<usize>, moved: &mut Vec<bool>| {
+        for (k, m) in view.monitors.iter().enumerate() {
+            if moved[k] || (m.active && cannot_run(m)) != urgent {
+                continue;
+            }
+            let Some(origin) = &m.origin else { continue };
+            let Some(&o) = index.get(origin.node.as_str()) else { continue };
+            let node = &view.nodes[o];
+            if !(node.ready() && node.stable && node.settled) || m.effective() == Some(node.id.as_str()) {
+                continue;
+            }
+            if m.active && (loads[o] >= node.limit || gained[o] >= node.budget) {
+                continue;
+            }
+            if m.active {
+                shift_load(loads, current_of(m), o);
+                gained[o] += 1;
+            }
+            moved[k] = true;
+            plan.moves.push(Move::new(m, node.id.clone(), MoveKind::Revert { closes: origin.rows.clone() }));
         }
-        if m.active && loads[o] >= node.limit {
-            continue;
-        }
-        if m.active {
-            shift_load(&mut loads, m.effective().and_then(|id| index.get(id)).copied(), o);
-        }
-        moved[k] = true;
-        plan.moves.push(Move::new(m, node.id.clone(), MoveKind::Revert { closes: origin.rows.clone() }));
-    }
+    };
+    revert(true, &mut plan, &mut loads, &mut gained, &mut moved);
 
     let stable: Vec<usize> = (0..view.nodes.len()).filter(|&i| view.nodes[i].ready() && view.nodes[i].stable).collect();
     let candidates = if stable.is_empty() {
@@ -276,22 +299,31 @@ pub fn plan(view: &ClusterView) -> Plan {
         if !m.active || moved[k] {
             continue;
         }
-        let current = m.effective().and_then(|id| index.get(id)).map(|&i| &view.nodes[i]);
+        let current = current_of(m).map(|i| &view.nodes[i]);
         let reason = match current {
             Some(n) if n.ready() || n.health == Health::Unknown => continue,
             Some(n) if n.health == Health::Up => Reason::Drain,
             _ => Reason::Failover,
         };
-        let Some(target) = pick_target(&candidates, &loads, &view.nodes) else {
+        if candidates.is_empty() {
             plan.stranded.push(m.id);
+            continue;
+        }
+        let open: Vec<usize> = candidates.iter().copied().filter(|&i| gained[i] < view.nodes[i].budget).collect();
+        let Some(target) = pick_target(&open, &loads, &view.nodes) else {
+            plan.deferred += 1;
             continue;
         };
         if loads[target] >= view.nodes[target].limit {
             plan.over_capacity += 1;
         }
-        shift_load(&mut loads, m.effective().and_then(|id| index.get(id)).copied(), target);
+        shift_load(&mut loads, current_of(m), target);
+        gained[target] += 1;
+        moved[k] = true;
         plan.moves.push(Move::new(m, view.nodes[target].id.clone(), MoveKind::Displace(reason)));
     }
+
+    revert(false, &mut plan, &mut loads, &mut gained, &mut moved);
     plan
 }
 
@@ -333,12 +365,15 @@ pub fn plan_rebalance(view: &ClusterView, max_moves: Option<usize>, from_scratch
         }
     }
     let mut moves = 0;
+    let mut gained = vec![0usize; view.nodes.len()];
+    let room = |gained: &[usize], i: usize| gained[i] < view.nodes[i].budget;
     if from_scratch {
         for k in (0..view.monitors.len()).filter(|&k| free(k)) {
             let home = node_of(view.monitors[k].home.as_deref());
             if let (Some(h), Some(c)) = (home, placed[k]) {
-                if h != c && eligible[h] && loads[h] < view.nodes[h].limit && moves < cap {
+                if h != c && eligible[h] && loads[h] < view.nodes[h].limit && room(&gained, h) && moves < cap {
                     shift_load(&mut loads, Some(c), h);
+                    gained[h] += 1;
                     placed[k] = Some(h);
                     moves += 1;
                 }
@@ -369,12 +404,18 @@ pub fn plan_rebalance(view: &ClusterView, max_moves: Option<usize>, from_scratch
                 if loads[from] <= target[from] || moves >= cap {
                     break;
                 }
-                let home = node_of(view.monitors[k].home.as_deref()).filter(|&h| eligible[h] && loads[h] < target[h]);
+                let home = node_of(view.monitors[k].home.as_deref())
+                    .filter(|&h| eligible[h] && loads[h] < target[h] && room(&gained, h));
                 let to = home.or_else(|| {
-                    nodes.iter().copied().filter(|&i| loads[i] < target[i]).max_by_key(|&i| (target[i] - loads[i], std::cmp::Reverse(i)))
+                    nodes
+                        .iter()
+                        .copied()
+                        .filter(|&i| loads[i] < target[i] && room(&gained, i))
+                        .max_by_key(|&i| (target[i] - loads[i], std::cmp::Reverse(i)))
                 });
                 let Some(to) = to else { break };
                 shift_load(&mut loads, Some(from), to);
+                gained[to] += 1;
                 placed[k] = Some(to);
                 moves += 1;
             }
@@ -430,7 +471,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn node(id: &str, health: Health) -> NodeView {
-        NodeView { id: id.into(), health, enabled: true, stable: true, settled: true, limit: 1000 }
+        NodeView { id: id.into(), health, enabled: true, stable: true, settled: true, limit: 1000, budget: usize::MAX }
     }
 
     fn at_home(id: MonitorId, home: &str) -> MonitorView {
@@ -686,6 +727,7 @@ mod tests {
                     stable: !damped,
                     settled: !unsettled,
                     limit,
+                    budget: usize::MAX,
                 })
                 .collect();
             // indexes past n name nodes that are not in the view
@@ -716,6 +758,28 @@ mod tests {
                     .collect(),
             })
         })
+    }
+
+    /// A view whose nodes each may gain only a few monitors (at least `least`)
+    /// in this decision.
+    fn arb_budgeted_view(least: usize) -> impl Strategy<Value = ClusterView> {
+        (arb_view(), prop::collection::vec(least..6, 7)).prop_map(|(mut view, budgets)| {
+            for (n, b) in view.nodes.iter_mut().zip(budgets) {
+                n.budget = b;
+            }
+            view
+        })
+    }
+
+    /// Active monitors each node gains in `moves`.
+    fn gains(view: &ClusterView, moves: &[Move]) -> HashMap<String, usize> {
+        let mut gains = HashMap::new();
+        for mv in moves {
+            if view.monitors.iter().any(|m| m.id == mv.monitor && m.active) {
+                *gains.entry(mv.to.clone()).or_default() += 1;
+            }
+        }
+        gains
     }
 
     fn health_of<'a>(view: &'a ClusterView, id: Option<&str>) -> Option<&'a NodeView> {
@@ -781,6 +845,50 @@ mod tests {
                         let node = health_of(&view, Some(&origin.node)).unwrap();
                         prop_assert!(node.ready() && node.stable && node.settled);
                     }
+                }
+            }
+        }
+
+        #[test]
+        fn no_node_gains_more_than_its_budget_and_nothing_waits_while_a_candidate_has_room(view in arb_budgeted_view(0)) {
+            let plan = plan(&view);
+            let gains = gains(&view, &plan.moves);
+            for n in &view.nodes {
+                prop_assert!(gains.get(&n.id).copied().unwrap_or(0) <= n.budget, "{} gained past its budget", n.id);
+            }
+            if plan.deferred > 0 {
+                let candidates: Vec<&NodeView> = if view.nodes.iter().any(|n| n.ready() && n.stable) {
+                    view.nodes.iter().filter(|n| n.ready() && n.stable).collect()
+                } else {
+                    view.nodes.iter().filter(|n| n.ready()).collect()
+                };
+                for n in candidates {
+                    prop_assert_eq!(gains.get(&n.id).copied().unwrap_or(0), n.budget, "{} had room while monitors waited", n.id);
+                }
+            }
+        }
+
+        #[test]
+        fn waves_converge_and_a_monitor_moves_again_only_to_return_to_its_origin(view in arb_budgeted_view(1)) {
+            let mut waved = view.clone();
+            let mut moved = std::collections::HashSet::new();
+            for _ in 0..200 {
+                let wave = plan(&waved);
+                if wave.moves.is_empty() {
+                    prop_assert_eq!(wave.deferred, 0, "monitors wait but nothing can move");
+                    break;
+                }
+                for mv in &wave.moves {
+                    let first = moved.insert(mv.monitor);
+                    prop_assert!(first || matches!(mv.kind, MoveKind::Revert { .. }), "monitor {} moved again: {:?}", mv.monitor, mv.kind);
+                }
+                waved.apply(&wave.moves);
+            }
+            prop_assert!(plan(&waved).moves.is_empty(), "the waves converge");
+            for m in waved.monitors.iter().filter(|m| m.active) {
+                let node = health_of(&waved, m.effective());
+                if view.nodes.iter().any(NodeView::ready) && node.is_none_or(|n| n.health != Health::Unknown) {
+                    prop_assert!(node.is_some_and(NodeView::ready), "monitor {} left on {:?}", m.id, m.effective());
                 }
             }
         }

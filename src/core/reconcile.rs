@@ -18,10 +18,12 @@ pub struct NodeInput {
     pub stable: bool,
     /// Up for the whole hold-down and not damped.
     pub settled: bool,
+    /// New active monitors it may be given in this decision (`core::waves`).
+    pub budget: usize,
 }
 
 impl NodeInput {
-    pub const UNKNOWN: NodeInput = NodeInput { health: Health::Unknown, stable: false, settled: false };
+    pub const UNKNOWN: NodeInput = NodeInput { health: Health::Unknown, stable: false, settled: false, budget: 0 };
 }
 
 /// An operator's request, decided and written in one transaction with
@@ -110,6 +112,9 @@ pub struct Decision {
     pub changes: Changes,
     pub stranded: Vec<MonitorId>,
     pub over_capacity: usize,
+    /// Monitors that must move but wait for a later wave: no ready node may
+    /// take more work before its next cron.
+    pub deferred: usize,
     /// The routing table as it stands once `changes` have committed.
     pub table: RoutingTable,
     pub rebalance: Option<RebalanceReport>,
@@ -128,6 +133,8 @@ pub struct DecisionSummary {
     pub ledger_closed: usize,
     pub status_changes: usize,
     pub stranded: usize,
+    /// Monitors left for a later wave.
+    pub deferred: usize,
     pub duration_ms: u64,
     /// The plan of a rebalance command, applied or (dry run) only reported.
     pub rebalance: Option<RebalanceReport>,
@@ -147,6 +154,7 @@ impl Decision {
             ledger_closed: self.changes.close.len(),
             status_changes: self.changes.statuses.len(),
             stranded: self.stranded.len(),
+            deferred: self.deferred,
             duration_ms,
             rebalance: self.rebalance.clone(),
         }
@@ -166,7 +174,7 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> 
     let (mut view, stale) = view_of(rows, &facts, &admin, inputs);
     let mut moves = manual_moves(&mut view, inputs.command, started, &mut changes)?;
 
-    let (mut stranded, mut over_capacity, mut rebalance) = (Vec::new(), 0, None);
+    let (mut stranded, mut over_capacity, mut deferred, mut rebalance) = (Vec::new(), 0, 0, None);
     if matches!(inputs.command, Some(Command::Rebalance { .. })) && !started {
         return Err(Refusal::NotStarted);
     }
@@ -191,6 +199,7 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> 
         changes.moves = moves;
         stranded = plan.stranded;
         over_capacity = plan.over_capacity;
+        deferred = plan.deferred;
     } else if deleting.is_some() {
         return Err(Refusal::NotStarted);
     } else {
@@ -208,6 +217,7 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> 
         changes,
         stranded,
         over_capacity,
+        deferred,
         table,
         rebalance,
         members,
@@ -368,6 +378,7 @@ fn view_of(
                     stable: i.stable,
                     settled: i.settled,
                     limit: inputs.limit,
+                    budget: i.budget,
                 }
             })
             .collect(),
@@ -607,11 +618,11 @@ mod tests {
     }
 
     fn up() -> NodeInput {
-        NodeInput { health: Health::Up, stable: true, settled: true }
+        NodeInput { health: Health::Up, stable: true, settled: true, budget: usize::MAX }
     }
 
     fn down() -> NodeInput {
-        NodeInput { health: Health::Down, stable: true, settled: false }
+        NodeInput { health: Health::Down, stable: true, settled: false, budget: 0 }
     }
 
     fn decide_with(rows: &ClusterRows, nodes: &[(&str, NodeInput)], started: bool) -> Decision {

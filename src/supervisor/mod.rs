@@ -3,7 +3,8 @@
 //! - [`queue`]: the ClusterActor's decision bookkeeping (what runs next, who waits), pure.
 //! - [`store`]: every database query of the supervisor and the simulated node.
 //! - [`probe`]: the health probe trait and its HTTP implementation.
-//! - [`push`]: asks nodes to reconcile right after a committed move.
+//! - [`push`]: asks a node to reconcile and waits for its answer.
+//! - [`pushes`]: one push in flight per node; the others coalesce and wait, pure.
 //! - [`clock`]: the time source decisions read, replaceable in tests.
 //! - [`publisher`]: the routing snapshot's single writer and its lock-free readers.
 
@@ -11,6 +12,7 @@ pub mod actors;
 pub mod clock;
 pub mod probe;
 pub mod publisher;
+pub mod pushes;
 pub mod push;
 pub mod queue;
 pub mod store;

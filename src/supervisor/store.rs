@@ -470,6 +470,43 @@ pub async fn runnable(c: &impl ConnectionTrait, id: &str) -> Result<Vec<MonitorI
         .await?)
 }
 
+/// The online node with the fewest active monitors homed on it, as a Kuma node
+/// chooses a home for a monitor created through REST.
+pub async fn least_loaded_online_node(c: &impl ConnectionTrait) -> Result<Option<String>, StoreError> {
+    let nodes: Vec<String> = node::Entity::find()
+        .select_only()
+        .column(node::Column::NodeId)
+        .filter(node::Column::Status.eq("online"))
+        .order_by_asc(node::Column::NodeId)
+        .into_tuple()
+        .all(c)
+        .await?;
+    let mut best: Option<(u64, String)> = None;
+    for id in nodes {
+        let load = monitor::Entity::find()
+            .filter(monitor::Column::NodeId.eq(id.as_str()))
+            .filter(monitor::Column::Active.eq(true))
+            .count(c)
+            .await?;
+        if best.as_ref().is_none_or(|(least, _)| load < *least) {
+            best = Some((load, id));
+        }
+    }
+    Ok(best.map(|(_, id)| id))
+}
+
+/// A monitor row as Kuma's REST create writes it (the columns kuma-cluster knows).
+pub async fn insert_monitor(c: &impl ConnectionTrait, name: &str, home: &str, active: bool) -> Result<MonitorId, StoreError> {
+    let row = monitor::ActiveModel {
+        id: NotSet,
+        name: Set(Some(name.to_owned())),
+        active: Set(active),
+        node_id: Set(Some(home.to_owned())),
+        assigned_node: NotSet,
+    };
+    Ok(monitor::Entity::insert(row).exec(c).await?.last_insert_id)
+}
+
 /// Active monitors homed on `node`, for the dev mode's demo cluster.
 pub async fn seed_monitors(c: &impl ConnectionTrait, node: &str, count: usize) -> Result<(), StoreError> {
     let rows: Vec<monitor::ActiveModel> = (1..=count)

@@ -12,7 +12,6 @@ use serde_json::json;
 use sea_orm::DatabaseConnection;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DevError {
@@ -42,7 +41,7 @@ struct Slot {
 pub struct DevNodes {
     db: DatabaseConnection,
     auth_header: String,
-    reconcile_every: Duration,
+    speed: f64,
     nodes: BTreeMap<String, Slot>,
 }
 
@@ -52,30 +51,21 @@ impl DevNodes {
         db: DatabaseConnection,
         ids: &[String],
         auth_header: String,
-        reconcile_every: Duration,
+        speed: f64,
     ) -> Result<Addr<DevNodes>, SimError> {
         let mut nodes = BTreeMap::new();
         for id in ids {
-            let config = SimConfig {
-                id: id.clone(),
-                listen: "127.0.0.1:0".parse().expect("a literal address"),
-                reconcile_every,
-                auth_header: Some(auth_header.clone()),
-            };
+            let mut config = SimConfig::new(id, "127.0.0.1:0".parse().expect("a literal address"), Some(auth_header.clone()));
+            config.speed = speed;
             let node = SimNode::start(config, db.clone()).await?;
             let address = node.host.parse().expect("a sim node's host is an address");
             nodes.insert(id.clone(), Slot { address, node: Some(node) });
         }
-        Ok(DevNodes { db, auth_header, reconcile_every, nodes }.start())
+        Ok(DevNodes { db, auth_header, speed, nodes }.start())
     }
 
     fn config(&self, id: &str, address: SocketAddr) -> SimConfig {
-        SimConfig {
-            id: id.to_owned(),
-            listen: address,
-            reconcile_every: self.reconcile_every,
-            auth_header: Some(self.auth_header.clone()),
-        }
+        SimConfig { speed: self.speed, ..SimConfig::new(id, address, Some(self.auth_header.clone())) }
     }
 }
 

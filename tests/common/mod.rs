@@ -6,10 +6,10 @@ use actix::prelude::*;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use futures_util::future::LocalBoxFuture;
 use kuma_cluster::supervisor::actors::cluster::{ClusterActor, ClusterDeps, Reconcile};
-use kuma_cluster::supervisor::actors::node::NodeTransition;
+use kuma_cluster::supervisor::actors::node::{ClockSeen, NodeTransition, Reports};
 use kuma_cluster::supervisor::clock::ManualClock;
 use kuma_cluster::config::Settings;
-use kuma_cluster::supervisor::probe::{Probe, ProbeError};
+use kuma_cluster::supervisor::probe::{Healthy, Probe, ProbeError};
 use kuma_cluster::supervisor::publisher::{RoutingPublisher, RoutingReader};
 use kuma_cluster::supervisor::store;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
@@ -224,7 +224,7 @@ impl TestDb {
 pub struct SilentProbe;
 
 impl Probe for SilentProbe {
-    fn check(&self, _: &str, _: &str) -> LocalBoxFuture<'static, Result<(), ProbeError>> {
+    fn check(&self, _: &str, _: &str) -> LocalBoxFuture<'static, Result<Healthy, ProbeError>> {
         Box::pin(std::future::pending())
     }
 }
@@ -232,6 +232,8 @@ impl Probe for SilentProbe {
 #[derive(Clone, Copy, Debug)]
 pub enum Scripted {
     Healthy,
+    /// Healthy, with a node clock this many milliseconds ahead of ours.
+    HealthyAhead(i64),
     Failing,
     /// Never answers: the NodeActor's timeout must end it.
     Hang,
@@ -252,25 +254,45 @@ impl ScriptedProbe {
 }
 
 impl Probe for ScriptedProbe {
-    fn check(&self, _: &str, _: &str) -> LocalBoxFuture<'static, Result<(), ProbeError>> {
+    fn check(&self, _: &str, _: &str) -> LocalBoxFuture<'static, Result<Healthy, ProbeError>> {
         self.calls.borrow_mut().push(tokio::time::Instant::now());
         let mut script = self.script.borrow_mut();
         let next = if script.len() > 1 { script.pop_front() } else { script.front().copied() };
         match next.unwrap_or(Scripted::Healthy) {
-            Scripted::Healthy => Box::pin(async { Ok(()) }),
+            Scripted::Healthy => Box::pin(async { Ok(Healthy::default()) }),
+            Scripted::HealthyAhead(ms) => {
+                let node_time = Some(chrono::Utc::now() + chrono::Duration::milliseconds(ms));
+                Box::pin(async move { Ok(Healthy { node_time }) })
+            }
             Scripted::Failing => Box::pin(async { Err(ProbeError::Status(503)) }),
             Scripted::Hang => Box::pin(std::future::pending()),
         }
     }
 }
 
-/// Receives NodeTransitions in place of the ClusterActor.
+/// Receives a NodeActor's reports in place of the ClusterActor.
+#[derive(Default)]
 pub struct Collector {
     pub seen: Rc<RefCell<Vec<(tokio::time::Instant, NodeTransition)>>>,
+    pub clocks: Rc<RefCell<Vec<ClockSeen>>>,
+}
+
+impl Collector {
+    pub fn reports(addr: &Addr<Collector>) -> Reports {
+        Reports { transitions: addr.clone().recipient(), clocks: addr.clone().recipient() }
+    }
 }
 
 impl Actor for Collector {
     type Context = Context<Self>;
+}
+
+impl Handler<ClockSeen> for Collector {
+    type Result = ();
+
+    fn handle(&mut self, msg: ClockSeen, _: &mut Self::Context) {
+        self.clocks.borrow_mut().push(msg);
+    }
 }
 
 impl Handler<NodeTransition> for Collector {
@@ -364,13 +386,18 @@ impl Supervisor {
 
     /// Settings under which only the test's messages change health and trigger
     /// decisions, however slow the machine is: the periodic tick is an hour
-    /// away, and the NodeActors' probes wait an hour before they time out.
+    /// away, and the NodeActors' probes wait an hour before they time out. The
+    /// nodes' pace is so fast that waves never hold a move back: these tests
+    /// are about what moves, `core::waves` and the sim tests about when.
     pub fn quiet_settings(overrides: &[(&str, &str)]) -> Settings {
         let mut all = vec![
             ("KUMA_CLUSTER__CLUSTER__RECONCILE_INTERVAL", "1h"),
             ("KUMA_CLUSTER__HEALTH__TIMEOUT", "1h"),
             ("KUMA_CLUSTER__HEALTH__INTERVAL", "1h"),
             ("KUMA_CLUSTER__HEALTH__DOWN_INTERVAL", "1h"),
+            ("KUMA_CLUSTER__NODES__START_RATE", "1000000"),
+            ("KUMA_CLUSTER__NODES__CRON_PERIOD", "1h"),
+            ("KUMA_CLUSTER__NODES__CRON_MARGIN", "0s"),
         ];
         all.extend_from_slice(overrides);
         settings(&all)
@@ -429,7 +456,7 @@ impl Supervisor {
         self.addr
             .send(NodeTransition {
                 node_id: node.into(),
-                transition: kuma_cluster::core::health::Transition { from, to },
+                transition: kuma_cluster::core::health::Transition { from, to, weak: false },
                 last_error: None,
             })
             .await
@@ -528,11 +555,12 @@ pub fn http_json(addr: &str, method: &str, path: &str, token: Option<&str>) -> O
     serde_json::from_str(raw.split("\r\n\r\n").nth(1)?).ok()
 }
 
-/// A `kuma-cluster sim-node` process on `127.0.0.1:port`.
-pub fn sim_process(id: &str, port: u16, database: &str, auth: &str, reconcile_every: &str) -> Process {
+/// A `kuma-cluster sim-node` process on `127.0.0.1:port`, at `speed` times a
+/// real node's pace.
+pub fn sim_process(id: &str, port: u16, database: &str, auth: &str, speed: f64) -> Process {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_kuma-cluster"))
         .args(["sim-node", "--id", id, "--listen", &format!("127.0.0.1:{port}"), "--database", database])
-        .args(["--auth-header", auth, "--reconcile-every", reconcile_every])
+        .args(["--auth-header", auth, "--speed", &speed.to_string()])
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -540,10 +568,33 @@ pub fn sim_process(id: &str, port: u16, database: &str, auth: &str, reconcile_ev
     Process(child)
 }
 
-/// The monitor ids a sim node runs, from its `/api/v1/running`.
+/// The monitor ids a sim node runs, from its `/api/v1/running`: an id appears
+/// once per running copy.
 pub fn running_at(host: &str) -> Option<Vec<u32>> {
     let body = http_json(host, "GET", "/api/v1/running", None)?;
-    Some(body["monitors"].as_array()?.iter().filter_map(|m| m["id"].as_u64().map(|id| id as u32)).collect())
+    let monitors = body["monitors"].as_array()?;
+    Some(
+        monitors
+            .iter()
+            .flat_map(|m| {
+                let copies = m["copies"].as_u64().unwrap_or(1) as usize;
+                m["id"].as_u64().map(|id| vec![id as u32; copies]).unwrap_or_default()
+            })
+            .collect(),
+    )
+}
+
+/// Supervisor settings (as `KUMA_CLUSTER__…` pairs) that match simulated nodes
+/// running at `speed` times a real node's pace: their cron period and margin
+/// shrink with it, and their start rate is taken a fifth below the nodes' mean
+/// (4/s instead of 5/s, times `speed`), so a loaded machine's slower sleeps still
+/// end before the next cron.
+pub fn sim_pace(speed: f64) -> Vec<(&'static str, String)> {
+    vec![
+        ("KUMA_CLUSTER__NODES__START_RATE", format!("{}", 4.0 * speed)),
+        ("KUMA_CLUSTER__NODES__CRON_PERIOD", format!("{}ms", (60_000.0 / speed) as u64)),
+        ("KUMA_CLUSTER__NODES__CRON_MARGIN", format!("{}ms", (3_000.0 / speed) as u64)),
+    ]
 }
 
 /// Polls `check` every 25 ms until it holds; `None` after `limit`. Returns how

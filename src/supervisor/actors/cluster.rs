@@ -10,17 +10,21 @@ use crate::core::model::{NewEvent, NodeSpec};
 use crate::core::reconcile::{self, Command, Decision, DecisionSummary, Inputs, NodeInput, RebalanceReport, Refusal};
 use crate::core::routing::RoutingTable;
 use crate::metrics::Metrics;
-use crate::supervisor::actors::node::{GetNodeState, NodeActor, NodeState, NodeTransition, ProbeNow, Retire, SetHost};
+use crate::core::waves::Pace;
+use crate::supervisor::actors::node::{
+    ClockSeen, GetNodeState, Grace, NodeActor, NodeState, NodeTransition, ProbeNow, Reports, Retire, SetHost,
+};
 use crate::supervisor::clock::Clock;
 use crate::supervisor::probe::Probe;
 use crate::supervisor::publisher::RoutingPublisher;
-use crate::supervisor::push::ReconcilePush;
+use crate::supervisor::push::{PushError, ReconcilePush};
+use crate::supervisor::pushes::{Ask, Pushes};
 use crate::supervisor::queue::{DecisionQueue, Next, Outcome};
 use crate::supervisor::store::{self, StoreError};
 use actix::prelude::*;
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,6 +73,24 @@ impl Message for Suspect {
     type Result = ();
 }
 
+/// A reconcile push to this node ended (`Ok`), or failed.
+struct PushEnded {
+    node_id: String,
+    starts: usize,
+    result: Result<(), PushError>,
+}
+
+impl Message for PushEnded {
+    type Result = ();
+}
+
+/// A push queued behind a failed one may be due now.
+struct PushDue(String);
+
+impl Message for PushDue {
+    type Result = ();
+}
+
 /// Self-tick: periodic repair, end of a hold-down, or a retry after a failure.
 struct ReconcileTick;
 
@@ -112,6 +134,13 @@ pub struct MemberState {
     pub settled: bool,
     pub damped: bool,
     pub flap_count: usize,
+    /// Down on timeouts alone while too many nodes looked dead at once: the
+    /// verdict is held and the node kept in service.
+    pub held: bool,
+    /// A reconcile of ours may run on it: it gets no new monitors.
+    pub busy: bool,
+    /// New monitors it may be given now, before its next cron.
+    pub budget: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -121,6 +150,10 @@ pub struct ClusterState {
     pub generation: u64,
     pub nodes: Vec<MemberState>,
     pub stranded: usize,
+    /// Monitors the last decision left for a later wave.
+    pub deferred: usize,
+    /// Down verdicts on timeouts alone held back, since start.
+    pub held_verdicts: u64,
     /// Open ledger rows with a reason kuma-cluster does not know; left alone.
     pub unreadable_moves: usize,
     pub decisions: u64,
@@ -148,10 +181,21 @@ pub struct ClusterDeps {
 
 struct Member {
     host: Option<String>,
+    /// As decisions see it: a held weak verdict leaves it `Up`.
     health: Health,
+    /// The NodeActor's verdict is down on timeouts alone.
+    weak_down: bool,
     up_since: Option<Instant>,
     flap: FlapDamper,
+    /// Node clock minus ours, in milliseconds.
+    offset_ms: i64,
     actor: Addr<NodeActor>,
+}
+
+impl Member {
+    fn held(&self) -> bool {
+        self.weak_down && self.health == Health::Up
+    }
 }
 
 pub struct ClusterActor {
@@ -165,13 +209,17 @@ pub struct ClusterActor {
     publisher: RoutingPublisher,
     suspects: Option<mpsc::Receiver<String>>,
     metrics: Arc<Metrics>,
-    push: ReconcilePush,
+    push: Rc<ReconcilePush>,
+    pushes: Pushes,
+    pace: Pace,
     members: BTreeMap<String, Member>,
     started: bool,
     setup_complete: bool,
     queue: DecisionQueue,
     last_rebalance: Option<RebalanceStatus>,
     stranded: usize,
+    deferred: usize,
+    held_verdicts: u64,
     decisions: u64,
     failed_decisions: u64,
     moves: u64,
@@ -199,7 +247,9 @@ impl ClusterActor {
             db: deps.db,
             health_settings: Rc::new(settings.health.clone()),
             static_nodes: Arc::new(settings.nodes.static_nodes.iter().map(|s| s.spec()).collect()),
-            push: ReconcilePush::new(settings.nodes.auth_header.clone(), settings.nodes.reconcile_timeout),
+            push: Rc::new(ReconcilePush::new(settings.nodes.auth_header.clone())),
+            pushes: Pushes::default(),
+            pace: settings.nodes.pace,
             settings,
             clock: deps.clock,
             probe: deps.probe,
@@ -212,6 +262,8 @@ impl ClusterActor {
             queue: DecisionQueue::new(),
             last_rebalance: None,
             stranded: 0,
+            deferred: 0,
+            held_verdicts: 0,
             decisions: 0,
             failed_decisions: 0,
             moves: 0,
@@ -222,13 +274,45 @@ impl ClusterActor {
         }
     }
 
-    fn input(&self, member: &Member, now: Instant) -> NodeInput {
+    fn input(&self, id: &str, member: &Member, now: Instant) -> NodeInput {
         let window = self.settings.cluster.flap_window;
         let stable = !member.flap.is_damped(now, window);
         let settled = stable
             && member.health == Health::Up
             && member.up_since.is_some_and(|t| now.saturating_duration_since(t) >= self.settings.cluster.hold_down);
-        NodeInput { health: member.health, stable, settled }
+        let budget = self.pace.budget(self.clock.wall_ms() + member.offset_ms, self.pushes.busy(id, now));
+        NodeInput { health: member.health, stable, settled, budget }
+    }
+
+    /// Asks `node` to reconcile a change that starts `starts` monitors there,
+    /// one push at a time.
+    fn push_to(&mut self, node: &str, starts: usize, ctx: &mut Context<Self>) {
+        match self.pushes.request(node, starts, self.clock.now()) {
+            Ask::Send => self.send_push(node, starts, ctx),
+            Ask::Queued => {}
+            Ask::After(wait) => {
+                ctx.notify_later(PushDue(node.to_owned()), wait);
+            }
+        }
+    }
+
+    /// Sends a push the bookkeeping marked in flight. The node answers when its
+    /// reconcile is done: the timeout grows with the work.
+    fn send_push(&mut self, node: &str, starts: usize, ctx: &mut Context<Self>) {
+        let Some(member) = self.members.get(node) else {
+            self.pushes.forget(node);
+            return;
+        };
+        let Some(host) = member.host.clone() else {
+            self.pushes.finished(node, Duration::ZERO, self.clock.now());
+            return;
+        };
+        member.actor.do_send(Grace(true));
+        let timeout = self.settings.nodes.reconcile_timeout + self.pace.reconcile_time(starts) * 2;
+        let node_id = node.to_owned();
+        ctx.spawn(self.push.send(&host, timeout).into_actor(self).map(move |result, _, ctx| {
+            ctx.notify(PushEnded { node_id, starts, result });
+        }));
     }
 
     fn request(&mut self, ctx: &mut Context<Self>, waiter: Option<oneshot::Sender<Result<DecisionSummary, String>>>) {
@@ -243,7 +327,7 @@ impl ClusterActor {
         let command = self.queue.start();
         let now = self.clock.now();
         let nodes: HashMap<String, NodeInput> =
-            self.members.iter().map(|(id, m)| (id.clone(), self.input(m, now))).collect();
+            self.members.iter().map(|(id, m)| (id.clone(), self.input(id, m, now))).collect();
         let db = self.db.clone();
         let settings = self.settings.clone();
         let static_nodes = self.static_nodes.clone();
@@ -319,13 +403,17 @@ impl ClusterActor {
         self.publisher.publish(decision.table.clone());
 
         let changes = &decision.changes;
-        // both ends of every move: the new owner starts it, a live old owner stops it
-        let affected: BTreeSet<&str> =
-            changes.moves.iter().flat_map(|mv| std::iter::once(mv.to.as_str()).chain(mv.from.as_deref())).collect();
-        for id in affected {
-            if let Some(Member { health: Health::Up, host: Some(host), .. }) = self.members.get(id) {
-                self.push.push(id.to_owned(), host.clone());
+        // both ends of every move: the new owner starts it, the old owner stops
+        // it (a node held down that still answers stops it too; a dead one refuses)
+        let mut starts: BTreeMap<String, usize> = BTreeMap::new();
+        for mv in &changes.moves {
+            *starts.entry(mv.to.clone()).or_default() += 1;
+            if let Some(from) = &mv.from {
+                starts.entry(from.clone()).or_default();
             }
+        }
+        for (id, count) in &starts {
+            self.push_to(id, *count, ctx);
         }
 
         let summary = decision.summary(took.as_millis() as u64);
@@ -353,6 +441,10 @@ impl ClusterActor {
             _ => {}
         }
         self.stranded = decision.stranded.len();
+        self.deferred = decision.deferred;
+        if decision.deferred > 0 {
+            self.next_wave(ctx);
+        }
         if decision.unreadable_moves != self.unreadable_moves {
             self.unreadable_moves = decision.unreadable_moves;
             if decision.unreadable_moves > 0 {
@@ -361,6 +453,23 @@ impl ClusterActor {
         }
         self.last_decision = Some(summary.clone());
         summary
+    }
+
+    /// Some monitors wait for a node with budget: decide again when the first
+    /// ready node's window opens (a push ending also triggers a decision).
+    fn next_wave(&mut self, ctx: &mut Context<Self>) {
+        let now = self.clock.now();
+        let wall = self.clock.wall_ms();
+        let wait = self
+            .members
+            .iter()
+            .filter(|(id, m)| m.health == Health::Up && !self.pushes.busy(id, now))
+            .map(|(_, m)| self.pace.until_open(wall + m.offset_ms))
+            .min();
+        if let Some(wait) = wait {
+            tracing::info!(monitors = self.deferred, next_wave_in_ms = wait.as_millis() as u64, "monitors wait for the next wave");
+            ctx.notify_later(ReconcileTick, wait.max(Duration::from_millis(20)));
+        }
     }
 
     fn failed(&mut self, error: StoreError) -> String {
@@ -425,18 +534,27 @@ impl ClusterActor {
                 Some(_) => {}
                 None => {
                     tracing::info!(node_id = %id, host = host.as_deref().unwrap_or(""), "supervising node");
+                    let reports = Reports { transitions: ctx.address().recipient(), clocks: ctx.address().recipient() };
                     let actor = NodeActor::new(
                         id.to_owned(),
                         host.clone(),
                         self.health_settings.clone(),
                         self.probe.clone(),
-                        ctx.address().recipient(),
+                        reports,
                         self.metrics.clone(),
                     )
                     .start();
                     self.members.insert(
                         id.to_owned(),
-                        Member { host, health: Health::Unknown, up_since: None, flap: FlapDamper::default(), actor },
+                        Member {
+                            host,
+                            health: Health::Unknown,
+                            weak_down: false,
+                            up_since: None,
+                            flap: FlapDamper::default(),
+                            offset_ms: 0,
+                            actor,
+                        },
                     );
                 }
             }
@@ -462,29 +580,176 @@ impl Actor for ClusterActor {
     }
 }
 
+impl ClusterActor {
+    /// Whether a down verdict on timeouts alone may take `node` out now: at most
+    /// `max_ejection_percent` of the nodes may be down on such verdicts, and
+    /// never the last ready one. Past that, a shared cause (this process, the
+    /// network, the database) is more likely than so many dead nodes.
+    fn may_eject(&self, node: &str) -> bool {
+        let total = self.members.len();
+        let down = self.members.iter().filter(|(id, m)| id.as_str() != node && m.health == Health::Down).count();
+        let ready = self.members.iter().filter(|(id, m)| id.as_str() != node && m.health == Health::Up).count();
+        let allowed = total * usize::from(self.settings.cluster.max_ejection_percent) / 100;
+        ready > 0 && down < allowed
+    }
+
+    /// Applies a health change to a member, with flap damping and the hold-down
+    /// timer.
+    fn apply_health(&mut self, node: &str, from: Health, to: Health, ctx: &mut Context<Self>) {
+        let now = self.clock.now();
+        let cluster = &self.settings.cluster;
+        let Some(member) = self.members.get_mut(node) else { return };
+        if from != Health::Unknown {
+            member.flap.record(now, cluster.flap_window, cluster.flap_max_transitions);
+        }
+        member.health = to;
+        self.metrics.transition(node, to);
+        member.up_since = (to == Health::Up).then_some(now);
+        if member.flap.is_damped(now, cluster.flap_window) {
+            tracing::warn!(node_id = %node, transitions = member.flap.recent(), "node is flapping; returns to it are held");
+        }
+        if to == Health::Up {
+            ctx.notify_later(ReconcileTick, cluster.hold_down);
+        }
+    }
+
+    /// Records a held verdict in the log, the event log and the metrics.
+    fn hold(&mut self, node: &str) {
+        self.held_verdicts += 1;
+        self.metrics.held(node);
+        let down = self.members.values().filter(|m| m.health == Health::Down).count();
+        tracing::warn!(
+            node_id = %node,
+            nodes = self.members.len(),
+            down,
+            max_ejection_percent = self.settings.cluster.max_ejection_percent,
+            "node times out, but too many nodes look dead at once: suspecting a shared cause, it stays in service"
+        );
+        let db = self.db.clone();
+        let event = NewEvent {
+            kind: "ejection_held",
+            node_id: Some(node.to_owned()),
+            outcome: "held",
+            detail: serde_json::json!({ "nodes": self.members.len(), "down": down }),
+        };
+        actix_rt::spawn(async move {
+            if let Err(e) = store::record_event(&db, &event, chrono::Utc::now()).await {
+                tracing::debug!(error = %e, "could not record the held verdict");
+            }
+        });
+    }
+}
+
 impl Handler<NodeTransition> for ClusterActor {
     type Result = ();
 
     fn handle(&mut self, msg: NodeTransition, ctx: &mut Self::Context) {
-        let now = self.clock.now();
-        let cluster = &self.settings.cluster;
-        let Some(member) = self.members.get_mut(&msg.node_id) else {
-            tracing::debug!(node_id = %msg.node_id, "transition from a node no longer supervised");
+        let node = msg.node_id.as_str();
+        let Some(member) = self.members.get(node) else {
+            tracing::debug!(node_id = %node, "transition from a node no longer supervised");
             return;
         };
-        if msg.transition.from != Health::Unknown {
-            member.flap.record(now, cluster.flap_window, cluster.flap_max_transitions);
+        let (held, current) = (member.held(), member.health);
+        let tr = msg.transition;
+        match tr.to {
+            Health::Down if tr.weak && current != Health::Down && !self.may_eject(node) => {
+                if let Some(m) = self.members.get_mut(node) {
+                    m.weak_down = true;
+                }
+                self.hold(node);
+                return;
+            }
+            // a held node recovered: nothing changed as far as decisions go
+            Health::Up if held => {
+                if let Some(m) = self.members.get_mut(node) {
+                    m.weak_down = false;
+                }
+                tracing::info!(node_id = %node, "a held node answers in time again");
+                return;
+            }
+            _ => {}
         }
-        member.health = msg.transition.to;
-        self.metrics.transition(&msg.node_id, msg.transition.to);
-        member.up_since = (msg.transition.to == Health::Up).then_some(now);
-        if member.flap.is_damped(now, cluster.flap_window) {
-            tracing::warn!(node_id = %msg.node_id, transitions = member.flap.recent(), "node is flapping; returns to it are held");
+        if let Some(m) = self.members.get_mut(node) {
+            m.weak_down = tr.to == Health::Down && tr.weak;
         }
-        if msg.transition.to == Health::Up {
-            ctx.notify_later(ReconcileTick, cluster.hold_down);
+        if current != tr.to {
+            self.apply_health(node, current, tr.to, ctx);
+        }
+        // a recovery frees ejection budget: held verdicts that still stand apply now
+        let held: Vec<String> = self.members.iter().filter(|(_, m)| m.held()).map(|(id, _)| id.clone()).collect();
+        for id in held {
+            if self.may_eject(&id) {
+                tracing::info!(node_id = %id, "the held verdict applies now: the node still times out");
+                self.apply_health(&id, Health::Up, Health::Down, ctx);
+            }
         }
         self.request(ctx, None);
+    }
+}
+
+impl Handler<ClockSeen> for ClusterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ClockSeen, _: &mut Self::Context) {
+        if let Some(member) = self.members.get_mut(&msg.node_id) {
+            if (member.offset_ms - msg.offset_ms).abs() > 1000 {
+                tracing::info!(node_id = %msg.node_id, offset_ms = msg.offset_ms, "node clock differs from ours");
+            }
+            member.offset_ms = msg.offset_ms;
+        }
+    }
+}
+
+impl Handler<PushEnded> for ClusterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PushEnded, ctx: &mut Self::Context) {
+        let now = self.clock.now();
+        let offset = self.members.get(&msg.node_id).map_or(0, |m| m.offset_ms);
+        let busy_for = match &msg.result {
+            Ok(()) => {
+                tracing::debug!(node_id = %msg.node_id, starts = msg.starts, "node reconciled");
+                Duration::ZERO
+            }
+            Err(error @ PushError::Unreachable(_)) => {
+                tracing::debug!(node_id = %msg.node_id, error = %error, "reconcile push found nothing listening");
+                Duration::ZERO
+            }
+            Err(error) => {
+                // its reconcile may still run, or its cron does the work: neither
+                // may overlap with a reconcile of ours
+                let busy = self.pace.until_cron(self.clock.wall_ms() + offset)
+                    + self.pace.reconcile_time(msg.starts)
+                    + self.pace.margin;
+                tracing::warn!(node_id = %msg.node_id, error = %error, busy_ms = busy.as_millis() as u64, "reconcile push failed; the node's cron takes over");
+                busy
+            }
+        };
+        if let Some(member) = self.members.get(&msg.node_id) {
+            member.actor.do_send(Grace(false));
+        }
+        match self.pushes.finished(&msg.node_id, busy_for, now) {
+            Some(starts) => self.send_push(&msg.node_id, starts, ctx),
+            None => {
+                if let Some(wait) = self.pushes.busy_for(&msg.node_id, now) {
+                    ctx.notify_later(PushDue(msg.node_id.clone()), wait);
+                }
+            }
+        }
+        // the node may take work again: a waiting wave goes now
+        if self.deferred > 0 {
+            self.request(ctx, None);
+        }
+    }
+}
+
+impl Handler<PushDue> for ClusterActor {
+    type Result = ();
+
+    fn handle(&mut self, PushDue(node): PushDue, ctx: &mut Self::Context) {
+        if let Some(starts) = self.pushes.due(&node, self.clock.now()) {
+            self.send_push(&node, starts, ctx);
+        }
     }
 }
 
@@ -525,7 +790,7 @@ impl Handler<GetClusterState> for ClusterActor {
             .members
             .iter()
             .map(|(id, m)| {
-                let input = self.input(m, now);
+                let input = self.input(id, m, now);
                 MemberState {
                     node_id: id.clone(),
                     host: m.host.clone(),
@@ -533,6 +798,9 @@ impl Handler<GetClusterState> for ClusterActor {
                     settled: input.settled,
                     damped: !input.stable,
                     flap_count: m.flap.recent(),
+                    held: m.held(),
+                    busy: self.pushes.busy(id, now),
+                    budget: input.budget,
                 }
             })
             .collect();
@@ -541,6 +809,8 @@ impl Handler<GetClusterState> for ClusterActor {
             generation: self.publisher.reader().load().generation,
             nodes,
             stranded: self.stranded,
+            deferred: self.deferred,
+            held_verdicts: self.held_verdicts,
             unreadable_moves: self.unreadable_moves,
             decisions: self.decisions,
             failed_decisions: self.failed_decisions,

@@ -1,11 +1,13 @@
 //! NodeActor: supervises one Kuma node. It probes on its own timer, feeds the
 //! results to a [`HealthMachine`] and reports transitions only, never single probe
-//! results. It holds no database handle.
+//! results, plus the node's clock offset when it moves. While the ClusterActor
+//! has a reconcile push in flight to the node, its timeouts do not count: the
+//! node is busy with the work kuma-cluster gave it. It holds no database handle.
 
 use crate::config::HealthSettings;
-use crate::core::health::{Health, HealthMachine, Transition};
+use crate::core::health::{Health, HealthMachine, Probed, Transition};
 use crate::metrics::Metrics;
-use crate::supervisor::probe::{Probe, ProbeError};
+use crate::supervisor::probe::{Healthy, Probe, ProbeError};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -23,6 +25,32 @@ pub struct NodeTransition {
     /// The failure that tipped a node down, for the log.
     pub last_error: Option<String>,
 }
+
+/// Sent to the ClusterActor when the node's clock offset (its health
+/// `timestamp` against ours) moved by more than [`OFFSET_REPORT_STEP_MS`].
+#[derive(Clone, Debug, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct ClockSeen {
+    pub node_id: String,
+    /// Node clock minus ours, in milliseconds.
+    pub offset_ms: i64,
+}
+
+/// A reconcile push to the node is in flight (`true`) or over: timeouts during
+/// one are not evidence against the node.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Grace(pub bool);
+
+/// Where a NodeActor reports.
+#[derive(Clone)]
+pub struct Reports {
+    pub transitions: Recipient<NodeTransition>,
+    pub clocks: Recipient<ClockSeen>,
+}
+
+/// Offsets within this of the last one reported are not reported again.
+const OFFSET_REPORT_STEP_MS: i64 = 250;
 
 /// Asks for the actor's observable state.
 #[derive(Message)]
@@ -57,6 +85,10 @@ pub struct NodeState {
     pub last_probe_at: Option<DateTime<Utc>>,
     pub last_latency_ms: Option<f64>,
     pub last_error: Option<String>,
+    /// Node clock minus ours, in milliseconds, from its last health answer.
+    pub clock_offset_ms: Option<i64>,
+    /// A push is in flight: timeouts do not count.
+    pub graced: bool,
 }
 
 /// Self-tick: time for the next probe.
@@ -71,9 +103,12 @@ pub struct NodeActor {
     host: Option<String>,
     settings: Rc<HealthSettings>,
     probe: Rc<dyn Probe>,
-    report: Recipient<NodeTransition>,
+    report: Reports,
     metrics: Arc<Metrics>,
     machine: HealthMachine,
+    graced: bool,
+    clock_offset_ms: Option<i64>,
+    reported_offset_ms: Option<i64>,
     /// At most one probe is in flight; the next is scheduled when it ends.
     probing: bool,
     /// The one scheduled probe, replaced when a passive report probes early, so
@@ -94,13 +129,16 @@ impl NodeActor {
         host: Option<String>,
         settings: Rc<HealthSettings>,
         probe: Rc<dyn Probe>,
-        report: Recipient<NodeTransition>,
+        report: Reports,
         metrics: Arc<Metrics>,
     ) -> Self {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         id.hash(&mut hasher);
         NodeActor {
-            machine: HealthMachine::new(settings.fall, settings.rise),
+            machine: HealthMachine::new(settings.fall, settings.timeout_fall, settings.rise),
+            graced: false,
+            clock_offset_ms: None,
+            reported_offset_ms: None,
             rng: fastrand::Rng::with_seed(hasher.finish()),
             id,
             host,
@@ -129,22 +167,43 @@ impl NodeActor {
         base.mul_f64(0.9 + 0.2 * self.rng.f64())
     }
 
-    fn record(&mut self, result: Result<(), ProbeError>, latency: Duration) -> Option<NodeTransition> {
+    /// Books one probe result. `sent_ms`: our wall clock when it was sent.
+    fn record(&mut self, result: Result<Healthy, ProbeError>, sent_ms: i64, latency: Duration) -> Option<NodeTransition> {
         self.probes += 1;
         self.metrics.probed(&self.id, latency);
         self.last_probe_at = Some(Utc::now());
         self.last_latency = Some(latency);
-        let healthy = result.is_ok();
-        if let Err(e) = result {
-            self.failed_probes += 1;
-            self.last_error = Some(e.to_string());
+        let probed = match &result {
+            Ok(healthy) => {
+                if let Some(node_time) = healthy.node_time {
+                    self.clock_offset_ms = Some(node_time.timestamp_millis() - sent_ms - latency.as_millis() as i64 / 2);
+                }
+                Probed::Healthy
+            }
+            Err(e) => {
+                self.failed_probes += 1;
+                self.last_error = Some(e.to_string());
+                if e.is_timeout() { Probed::TimedOut } else { Probed::Failed }
+            }
+        };
+        if probed == Probed::TimedOut && self.graced {
+            return None;
         }
-        let transition = self.machine.observe(healthy)?;
+        let transition = self.machine.observe(probed)?;
         Some(NodeTransition {
             node_id: self.id.clone(),
             transition,
-            last_error: (!healthy).then(|| self.last_error.clone()).flatten(),
+            last_error: (probed != Probed::Healthy).then(|| self.last_error.clone()).flatten(),
         })
+    }
+
+    /// Reports the clock offset when it moved enough to matter for the cron.
+    fn report_clock(&mut self) {
+        let Some(offset) = self.clock_offset_ms else { return };
+        if self.reported_offset_ms.is_none_or(|r| (r - offset).abs() > OFFSET_REPORT_STEP_MS) {
+            self.reported_offset_ms = Some(offset);
+            self.report.clocks.do_send(ClockSeen { node_id: self.id.clone(), offset_ms: offset });
+        }
     }
 }
 
@@ -169,6 +228,7 @@ impl Handler<ProbeTick> for NodeActor {
         let timeout = self.settings.timeout;
         let check = self.host.as_deref().map(|host| self.probe.check(host, &self.settings.path));
         let started = tokio::time::Instant::now();
+        let sent_ms = Utc::now().timestamp_millis();
         let run = async move {
             let result = match check {
                 None => Err(ProbeError::NoHost),
@@ -176,17 +236,20 @@ impl Handler<ProbeTick> for NodeActor {
             };
             (result, started.elapsed())
         };
-        ctx.spawn(run.into_actor(self).map(|(result, latency), act, ctx| {
+        ctx.spawn(run.into_actor(self).map(move |(result, latency), act, ctx| {
             act.probing = false;
-            if let Some(transition) = act.record(result, latency) {
+            let transition = act.record(result, sent_ms, latency);
+            act.report_clock();
+            if let Some(transition) = transition {
                 tracing::info!(
                     node_id = %transition.node_id,
                     from = ?transition.transition.from,
                     to = ?transition.transition.to,
+                    on_timeouts_alone = transition.transition.weak,
                     last_error = transition.last_error.as_deref().unwrap_or(""),
                     "node health changed"
                 );
-                act.report.do_send(transition);
+                act.report.transitions.do_send(transition);
             }
             let delay = act.next_delay();
             act.next_probe = Some(ctx.notify_later(ProbeTick, delay));
@@ -227,6 +290,8 @@ impl Handler<GetNodeState> for NodeActor {
             last_probe_at: self.last_probe_at,
             last_latency_ms: self.last_latency.map(|d| d.as_secs_f64() * 1000.0),
             last_error: self.last_error.clone(),
+            clock_offset_ms: self.clock_offset_ms,
+            graced: self.graced,
         })
     }
 }
@@ -236,6 +301,14 @@ impl Handler<SetHost> for NodeActor {
 
     fn handle(&mut self, SetHost(host): SetHost, _: &mut Self::Context) {
         self.host = host;
+    }
+}
+
+impl Handler<Grace> for NodeActor {
+    type Result = ();
+
+    fn handle(&mut self, Grace(on): Grace, _: &mut Self::Context) {
+        self.graced = on;
     }
 }
 

@@ -1,0 +1,139 @@
+//! Waves: how much work a node may be handed now. A node reconciles on its own
+//! cron (every minute, at second 0 of its clock) and when pushed; it starts
+//! monitors one by one at about `start_rate` per second and answers only when
+//! done; two reconciles that overlap start monitors twice and leak the first
+//! copy. So kuma-cluster hands a node new monitors only when
+//! - no reconcile of ours runs on it,
+//! - its last cron's reconcile is over (`margin` after the tick), and
+//! - the reconcile those monitors need ends `margin` before its next cron,
+//!
+//! and pushes at once. Whatever does not fit waits for the next wave. Node clocks
+//! come in as epoch milliseconds: nothing here reads a clock.
+//!
+//! Required properties (unit tests below; placement's property tests check that
+//! no node gains more than its budget and that waves converge):
+//! 1. a busy node gets nothing;
+//! 2. a node in the margin after its cron gets nothing;
+//! 3. otherwise its budget is the starts that fit before its next cron's margin;
+//! 4. a node with no budget now has one after [`until_open`].
+
+use std::time::Duration;
+
+/// The nodes' pace and cron, from settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Pace {
+    /// Monitors a node starts per second (Kuma: one per 100–300 ms, about 5).
+    pub start_rate: f64,
+    /// The nodes' reconcile cron (Kuma: one minute).
+    pub cron_period: Duration,
+    /// Kept clear after a cron tick (its reconcile may run) and before the next.
+    pub margin: Duration,
+}
+
+impl Pace {
+    fn period_ms(&self) -> i64 {
+        (self.cron_period.as_millis() as i64).max(1)
+    }
+
+    fn margin_ms(&self) -> i64 {
+        self.margin.as_millis() as i64
+    }
+
+    /// Milliseconds since the last cron tick at node time `now_ms`.
+    fn into_period(&self, now_ms: i64) -> i64 {
+        now_ms.rem_euclid(self.period_ms())
+    }
+
+    /// New monitors a node may be given now. `busy`: a reconcile of ours runs on
+    /// it, or may still run.
+    pub fn budget(&self, now_ms: i64, busy: bool) -> usize {
+        let into = self.into_period(now_ms);
+        if busy || into < self.margin_ms() {
+            return 0;
+        }
+        let left_ms = self.period_ms() - self.margin_ms() - into;
+        if left_ms <= 0 {
+            return 0;
+        }
+        (left_ms as f64 / 1000.0 * self.start_rate).floor() as usize
+    }
+
+    /// Time until a node that is not busy has a budget again; zero when it has
+    /// one now.
+    pub fn until_open(&self, now_ms: i64) -> Duration {
+        let into = self.into_period(now_ms);
+        let wait = if into < self.margin_ms() {
+            self.margin_ms() - into
+        } else if self.budget(now_ms, false) == 0 {
+            self.period_ms() - into + self.margin_ms()
+        } else {
+            0
+        };
+        Duration::from_millis(wait as u64)
+    }
+
+    /// How long a reconcile that starts `starts` monitors takes, at the pace.
+    pub fn reconcile_time(&self, starts: usize) -> Duration {
+        Duration::from_secs_f64(starts as f64 / self.start_rate.max(f64::MIN_POSITIVE))
+    }
+
+    /// Time until the node's next cron tick.
+    pub fn until_cron(&self, now_ms: i64) -> Duration {
+        Duration::from_millis((self.period_ms() - self.into_period(now_ms)) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: i64 = 60_000;
+
+    fn kuma() -> Pace {
+        Pace { start_rate: 5.0, cron_period: Duration::from_secs(60), margin: Duration::from_secs(3) }
+    }
+
+    #[test]
+    fn a_busy_node_gets_nothing() {
+        assert_eq!(kuma().budget(MINUTE * 10 + 20_000, true), 0);
+    }
+
+    #[test]
+    fn right_after_its_cron_a_node_gets_nothing_until_the_margin_passed() {
+        let pace = kuma();
+        assert_eq!(pace.budget(MINUTE * 10 + 1_000, false), 0);
+        assert_eq!(pace.until_open(MINUTE * 10 + 1_000), Duration::from_secs(2));
+        assert!(pace.budget(MINUTE * 10 + 3_000, false) > 0);
+    }
+
+    #[test]
+    fn the_budget_is_the_starts_that_end_before_the_next_crons_margin() {
+        let pace = kuma();
+        // at :03 there are 54 s before :57: 270 starts at 5/s
+        assert_eq!(pace.budget(MINUTE * 10 + 3_000, false), 270);
+        // at :30, 27 s: 135 starts, which take 27 s
+        assert_eq!(pace.budget(MINUTE * 10 + 30_000, false), 135);
+        assert_eq!(pace.reconcile_time(135), Duration::from_secs(27));
+        assert_eq!(pace.budget(MINUTE * 10 + 56_900, false), 0);
+    }
+
+    #[test]
+    fn a_node_without_budget_has_one_after_until_open() {
+        let pace = kuma();
+        for now in [MINUTE + 500, MINUTE + 56_999, MINUTE + 57_000, MINUTE + 59_999, -1] {
+            let wait = pace.until_open(now);
+            if pace.budget(now, false) > 0 {
+                assert_eq!(wait, Duration::ZERO, "at {now}");
+            } else {
+                assert!(pace.budget(now + wait.as_millis() as i64, false) > 0, "at {now}, after {wait:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn node_clocks_before_the_epoch_and_short_periods_work() {
+        let pace = Pace { start_rate: 100.0, cron_period: Duration::from_millis(600), margin: Duration::from_millis(50) };
+        assert_eq!(pace.budget(-300, false), 25);
+        assert_eq!(pace.until_cron(-300), Duration::from_millis(300));
+    }
+}
