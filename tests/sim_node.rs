@@ -249,3 +249,90 @@ on_both_backends!(
     a_sim_node_registers_itself_and_runs_exactly_its_monitors,
     sim_nodes_under_the_supervisor_fail_over_and_back_with_each_monitor_run_once,
 );
+
+/// Every live node: the survivors and sim2 while it runs.
+fn all<'a>(sim2: &'a Option<SimNode>, survivors: &'a [SimNode]) -> Vec<&'a SimNode> {
+    survivors.iter().chain(sim2.iter()).collect()
+}
+
+/// The default settings, every duration divided by `speed` (the nodes' pace too).
+fn scaled_defaults(speed: f64) -> Vec<(&'static str, String)> {
+    let ms = |real: f64| format!("{}ms", (real / speed) as u64);
+    let mut settings = common::sim_pace(speed);
+    settings.extend([
+        ("KUMA_CLUSTER__HEALTH__INTERVAL", ms(2000.0)),
+        ("KUMA_CLUSTER__HEALTH__TIMEOUT", ms(1000.0)),
+        ("KUMA_CLUSTER__HEALTH__DOWN_INTERVAL", ms(5000.0)),
+        ("KUMA_CLUSTER__CLUSTER__HOLD_DOWN", ms(10_000.0)),
+        ("KUMA_CLUSTER__CLUSTER__RECONCILE_INTERVAL", ms(10_000.0)),
+        ("KUMA_CLUSTER__CLUSTER__FLAP_WINDOW", ms(300_000.0)),
+        ("KUMA_CLUSTER__NODES__AUTH_HEADER", AUTH.to_owned()),
+    ]);
+    settings
+}
+
+/// The real nodes' cascade: a failover of 400 monitors onto 2 nodes keeps both
+/// busy starting monitors, and their health checks time out meanwhile. With
+/// the default settings (scaled twenty times), neither is ever marked down, no
+/// monitor leaks a second copy, and each ends up run exactly once, wherever in
+/// the nodes' cron period the failover lands; the revert too.
+#[test]
+fn a_failover_of_400_monitors_onto_two_busy_nodes_never_marks_a_second_node_down() {
+    common::run(async {
+        const FAST: f64 = 20.0;
+        let t = TestDb::sqlite().await;
+        t.migrate().await;
+        t.add_monitors("sim1", 100).await;
+        t.add_monitors("sim2", 400).await;
+        t.add_monitors("sim3", 100).await;
+        let start = |id: &str, listen: &str| SimNode::start(SimConfig { speed: FAST, ..config(id, listen) }, t.db.clone());
+        let mut survivors = vec![start("sim1", "127.0.0.1:0").await.unwrap(), start("sim3", "127.0.0.1:0").await.unwrap()];
+        let mut sim2 = Some(start("sim2", "127.0.0.1:0").await.unwrap());
+        let address = sim2.as_ref().unwrap().host.clone();
+        let settings = scaled_defaults(FAST);
+        let overrides: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (cluster, routing) = common::live_supervisor(&t, &overrides);
+        let period_ms = (60_000.0 / FAST) as i64;
+        for phase in [0.2, 0.5, 0.9] {
+            eventually(Duration::from_secs(60), "every node booted, each monitor run once", || async {
+                let nodes = all(&sim2, &survivors);
+                nodes.iter().all(|n| n.booted()) && each_runs_exactly_once(&t, &nodes).await
+            })
+            .await;
+            // kill sim2 at this phase of the nodes' cron period
+            let into = chrono::Utc::now().timestamp_millis().rem_euclid(period_ms);
+            let wanted = (phase * period_ms as f64) as i64;
+            actix_rt::time::sleep(Duration::from_millis((wanted - into).rem_euclid(period_ms) as u64)).await;
+            sim2.take().unwrap().stop().await;
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let table = routing.load();
+                for id in ["sim1", "sim3"] {
+                    assert!(table.node(id).is_some_and(|n| n.ready), "{id} left service during the failover (phase {phase})");
+                }
+                for node in &survivors {
+                    assert!(node.copies().values().all(|&c| c == 1), "a leaked copy on {} (phase {phase})", node.host);
+                }
+                if each_runs_exactly_once(&t, &[&survivors[0], &survivors[1]]).await {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "sim2's monitors run elsewhere (phase {phase})");
+                actix_rt::time::sleep(Duration::from_millis(10)).await;
+            }
+            sim2 = Some(start("sim2", &address).await.unwrap());
+            // three rounds are six transitions: flap damping may hold the last
+            // revert for a (scaled) window
+            eventually(Duration::from_secs(90), "sim2 gets its 400 monitors back, each run once", || async {
+                let nodes = all(&sim2, &survivors);
+                nodes.iter().all(|n| n.copies().values().all(|&c| c == 1))
+                    && sim2.as_ref().is_some_and(|n| n.running().len() == 400)
+                    && each_runs_exactly_once(&t, &nodes).await
+            })
+            .await;
+        }
+        cluster.send(Shutdown).await.unwrap();
+        for node in survivors.drain(..).chain(sim2) {
+            node.stop().await;
+        }
+    });
+}
