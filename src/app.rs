@@ -48,7 +48,8 @@ pub async fn migrate(settings: &Settings) -> Result<(), StoreError> {
 }
 
 /// Runs the supervisor and the HTTP front until SIGINT or SIGTERM; then lets the
-/// decision in flight commit before it returns.
+/// decision in flight commit before it returns. Creates only kuma-cluster's own
+/// tables; until the Kuma nodes have created theirs, the supervisor waits.
 pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let db = store::connect(&settings.database.url).await?;
     store::migrate(&db).await?;
@@ -75,6 +76,8 @@ pub async fn dev(mut settings: Settings) -> Result<(), ServeError> {
     let node_auth = format!("Bearer {:032x}", fastrand::u128(..));
     settings.nodes.auth_header = Some(node_auth.clone());
     let db = store::connect(&settings.database.url).await?;
+    // no Kuma node will create them: the simulated ones need them first
+    store::create_kuma_tables(&db).await?;
     store::migrate(&db).await?;
     let ids: Vec<String> = (1..=DEV_NODES).map(|i| format!("dev{i}")).collect();
     for id in &ids {
@@ -178,10 +181,11 @@ pub async fn health_check(settings: &Settings, ready: bool) -> bool {
     }
 }
 
-/// Runs one simulated Kuma node until SIGINT or SIGTERM.
+/// Runs one simulated Kuma node until SIGINT or SIGTERM. Like a real node, it
+/// creates Kuma's tables when they are missing, and none of kuma-cluster's.
 pub async fn sim_node(config: SimConfig, database_url: &str) -> Result<(), ServeError> {
     let db = store::connect(database_url).await?;
-    store::migrate(&db).await?;
+    store::create_kuma_tables(&db).await?;
     let node = SimNode::start(config, db).await?;
     println!("sim node serving on http://{}", node.host);
     wait_for_signal().await;

@@ -317,6 +317,8 @@ async fn nodes_are_listed_created_updated_and_deleted_through_the_supervisor(t: 
     let (status, _) = s.send("PUT", "/lb/nodes/node2", Some(serde_json::json!({ "active": false }))).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(s.t.running_on("node2").await, 0, "a deactivated node is drained in the same transaction");
+    // node1 takes work again once the pushes for that drain have ended
+    s.sup.pushes_done().await;
 
     let before = s.footprint().await;
     let (status, held) = s.send("DELETE", "/lb/nodes/node3", None).await;
@@ -585,6 +587,7 @@ fn the_operator_cli_reads_and_steers_the_cluster_through_the_api() {
         assert!(status.starts_with("supervision running, database reachable, 3 of 3 nodes ready, 30 monitors"), "{status}");
 
         assert_eq!(cli.run(&Action::Drain("node1".into()), false).await.unwrap(), "node1: drain (10 monitors moved away, 0 returned)");
+        s.sup.pushes_done().await;
         s.sup.clock.advance(std::time::Duration::from_secs(10));
         let json: Value = serde_json::from_str(&cli.run(&Action::Undrain("node1".into()), true).await.unwrap()).unwrap();
         assert_eq!((json["state"].as_str(), json["summary"]["reverted"].as_u64()), (Some("in_service"), Some(10)));

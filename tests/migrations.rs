@@ -1,4 +1,6 @@
-//! Migrations on an empty database and on databases the Kuma nodes already own.
+//! Migrations on an empty database and on databases the Kuma nodes already own:
+//! kuma-cluster creates its own tables only, never Kuma's, and its supervisor
+//! waits until the nodes have created theirs.
 
 mod common;
 
@@ -61,17 +63,41 @@ async fn kuma_data(t: &TestDb) -> Vec<Vec<Option<String>>> {
     rows
 }
 
-async fn migrations_create_the_schema_on_an_empty_database(t: TestDb) {
-    t.migrate().await;
-    t.add_node("node1", "kuma1:3001").await;
-    t.add_monitors("node1", 3).await;
+async fn on_an_empty_database_migrations_create_only_kuma_clusters_own_tables(t: TestDb) {
+    store::migrate(&t.db).await.unwrap();
+    let manager = migration::SchemaManager::new(&t.db);
+    for table in ["node", "monitor", "user"] {
+        assert!(!manager.has_table(table).await.unwrap(), "{table} belongs to the Kuma nodes");
+    }
+    for table in ["kc_move_ledger", "kc_event_log", "kc_node_admin"] {
+        assert!(manager.has_table(table).await.unwrap(), "{table} is kuma-cluster's");
+    }
+    assert_eq!(store::missing_kuma_tables(&t.db).await.unwrap(), vec!["node", "monitor"]);
+    // the nodes' own migrations then create theirs
+    kuma_tables(&t, true).await;
+    assert!(store::missing_kuma_tables(&t.db).await.unwrap().is_empty());
     let rows = store::load(&t.db).await.unwrap();
-    assert_eq!(rows.nodes.len(), 1);
-    assert!(rows.nodes[0].enabled && rows.nodes[0].is_primary);
-    assert_eq!(rows.monitors.iter().map(|m| m.id).collect::<Vec<_>>(), vec![1, 2, 3]);
-    assert!(rows.monitors.iter().all(|m| m.active && m.home.as_deref() == Some("node1") && m.assigned.is_none()));
+    assert_eq!(rows.nodes.len(), 2);
     assert_eq!(t.count("SELECT COUNT(*) FROM kc_move_ledger").await, 0);
-    assert_eq!(t.count("SELECT COUNT(*) FROM kc_event_log").await, 0);
+    t.drop_db().await;
+}
+
+async fn the_supervisor_waits_not_ready_until_the_nodes_have_created_their_tables(t: TestDb) {
+    store::migrate(&t.db).await.unwrap();
+    let sup = common::Supervisor::start(&t, std::rc::Rc::new(common::SilentProbe), &[]);
+    common::eventually(std::time::Duration::from_secs(30), "the supervisor looked for the tables", || async {
+        sup.state().await.waiting_for == vec!["node".to_string(), "monitor".to_string()]
+    })
+    .await;
+    let refused = sup.addr.send(kuma_cluster::supervisor::actors::cluster::Reconcile).await.unwrap();
+    assert!(refused.unwrap_err().contains("waiting for the Kuma nodes to create node, monitor"));
+    assert!(!sup.state().await.started);
+    kuma_tables(&t, true).await;
+    common::eventually(std::time::Duration::from_secs(30), "the supervisor sees the tables", || async {
+        sup.state().await.waiting_for.is_empty()
+    })
+    .await;
+    assert_eq!(sup.state().await.nodes.len(), 2, "then it supervises the nodes' rows");
     t.drop_db().await;
 }
 
@@ -88,22 +114,18 @@ async fn migrations_leave_a_patched_kuma_database_and_its_data_intact(t: TestDb)
     t.drop_db().await;
 }
 
-async fn migrations_add_only_the_missing_ownership_columns_to_an_unpatched_monitor_table(t: TestDb) {
+async fn an_unpatched_monitor_table_is_left_as_it_is_and_reported_missing_its_ownership_columns(t: TestDb) {
     kuma_tables(&t, false).await;
-    let data = kuma_data(&t).await;
-    t.migrate().await;
+    let (schema, data) = (t.schema_of("monitor").await, kuma_data(&t).await);
+    store::migrate(&t.db).await.unwrap();
+    assert_eq!(t.schema_of("monitor").await, schema, "kuma-cluster never alters Kuma's tables");
     assert_eq!(kuma_data(&t).await, data);
-    let schema = t.schema_of("monitor").await;
-    for column in ["node_id", "assigned_node", "interval", "user_id", "weight"] {
-        assert!(schema.contains(column), "{column} missing from {schema}");
-    }
-    let rows = store::load(&t.db).await.unwrap();
-    assert!(rows.monitors.iter().all(|m| m.home.is_none() && m.assigned.is_none()));
+    assert_eq!(store::missing_kuma_tables(&t.db).await.unwrap(), vec!["monitor.node_id", "monitor.assigned_node"]);
     t.drop_db().await;
 }
 
 async fn rerunning_the_migrations_changes_nothing(t: TestDb) {
-    kuma_tables(&t, false).await;
+    kuma_tables(&t, true).await;
     t.migrate().await;
     let tables = ["node", "monitor", "kc_move_ledger", "kc_event_log"];
     let mut before = Vec::new();
@@ -138,9 +160,10 @@ async fn rolling_back_removes_only_kuma_clusters_own_tables(t: TestDb) {
 }
 
 on_both_backends!(
-    migrations_create_the_schema_on_an_empty_database,
+    on_an_empty_database_migrations_create_only_kuma_clusters_own_tables,
+    the_supervisor_waits_not_ready_until_the_nodes_have_created_their_tables,
     migrations_leave_a_patched_kuma_database_and_its_data_intact,
-    migrations_add_only_the_missing_ownership_columns_to_an_unpatched_monitor_table,
+    an_unpatched_monitor_table_is_left_as_it_is_and_reported_missing_its_ownership_columns,
     rerunning_the_migrations_changes_nothing,
     rolling_back_removes_only_kuma_clusters_own_tables,
 );

@@ -1,7 +1,8 @@
 //! Schema migrations for kuma-cluster.
 //!
-//! They run against a database the Kuma nodes may already own, so every step
-//! checks before it creates and none drops or alters a Kuma column. `down` only
+//! They create kuma-cluster's own tables (`kc_*`) only, and only where missing:
+//! Kuma's tables belong to the nodes, whose migrations fail when one exists
+//! already, so kuma-cluster never creates, alters or drops them. `down` only
 //! removes what belongs to kuma-cluster alone.
 
 pub use sea_orm_migration::prelude::*;

@@ -45,8 +45,82 @@ fn sqlite_path(url: &str) -> Option<&str> {
     (!path.is_empty() && path != ":memory:").then_some(path)
 }
 
+/// kuma-cluster's own tables; Kuma's are the nodes' to create.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), StoreError> {
     Ok(Migrator::up(db, None).await?)
+}
+
+/// What the supervisor needs of the Kuma nodes' schema and does not find yet:
+/// the `node` table, and the `monitor` table with the cluster patch's
+/// ownership columns. Empty once the nodes have created them.
+pub async fn missing_kuma_tables(db: &DatabaseConnection) -> Result<Vec<&'static str>, StoreError> {
+    let manager = migration::SchemaManager::new(db);
+    let mut missing = Vec::new();
+    if !manager.has_table("node").await? {
+        missing.push("node");
+    }
+    if !manager.has_table("monitor").await? {
+        missing.push("monitor");
+    } else {
+        for (column, name) in [("node_id", "monitor.node_id"), ("assigned_node", "monitor.assigned_node")] {
+            if !manager.has_column("monitor", column).await? {
+                missing.push(name);
+            }
+        }
+    }
+    Ok(missing)
+}
+
+/// Creates the Kuma-shaped `node` and `monitor` tables where missing, with the
+/// columns kuma-cluster and the simulated node use, as a cluster-patched node's
+/// migrations would. Only for the dev mode and the simulated node: a real
+/// cluster's nodes create their own, and fail if one exists already.
+pub async fn create_kuma_tables(db: &DatabaseConnection) -> Result<(), StoreError> {
+    use migration::{ColumnDef, Index, Table};
+    let manager = migration::SchemaManager::new(db);
+    let name = Alias::new;
+    if !manager.has_table("node").await? {
+        let now = Expr::current_timestamp();
+        manager
+            .create_table(
+                Table::create()
+                    .table(name("node"))
+                    .col(ColumnDef::new(name("node_id")).string_len(50).not_null().primary_key())
+                    .col(ColumnDef::new(name("node_name")).string_len(100).not_null())
+                    .col(ColumnDef::new(name("location")).string_len(200).null())
+                    .col(ColumnDef::new(name("host")).string_len(45).null())
+                    .col(ColumnDef::new(name("hostname")).string_len(100).null())
+                    .col(ColumnDef::new(name("status")).string_len(20).default("online"))
+                    .col(ColumnDef::new(name("active")).boolean().default(true))
+                    .col(ColumnDef::new(name("is_primary")).boolean().default(false))
+                    .col(ColumnDef::new(name("created_date")).timestamp().default(now.clone()))
+                    .col(ColumnDef::new(name("modified_date")).timestamp().default(now.clone()))
+                    .col(ColumnDef::new(name("last_seen")).timestamp().default(now))
+                    .to_owned(),
+            )
+            .await?;
+        for column in ["node_name", "status", "active", "is_primary"] {
+            let index = Index::create().name(format!("idx_node_{column}")).table(name("node")).col(name(column)).to_owned();
+            manager.create_index(index).await?;
+        }
+    }
+    if !manager.has_table("monitor").await? {
+        manager
+            .create_table(
+                Table::create()
+                    .table(name("monitor"))
+                    .col(ColumnDef::new(name("id")).unsigned().not_null().auto_increment().primary_key())
+                    .col(ColumnDef::new(name("name")).string_len(150).null())
+                    .col(ColumnDef::new(name("active")).boolean().not_null().default(true))
+                    .col(ColumnDef::new(name("node_id")).string_len(50).null())
+                    .col(ColumnDef::new(name("assigned_node")).string_len(255).null())
+                    .to_owned(),
+            )
+            .await?;
+        let index = Index::create().name("idx_monitor_node_id").table(name("monitor")).col(name("node_id")).to_owned();
+        manager.create_index(index).await?;
+    }
+    Ok(())
 }
 
 /// The node columns the supervisor reads, in the order [`load`] takes them.

@@ -158,7 +158,9 @@ impl TestDb {
         }
     }
 
+    /// Kuma's tables, as the nodes would create them, then kuma-cluster's own.
     pub async fn migrate(&self) {
+        store::create_kuma_tables(&self.db).await.expect("Kuma's tables are created");
         store::migrate(&self.db).await.expect("migrations run");
     }
 
@@ -448,8 +450,21 @@ impl Supervisor {
         assert!(!summary.wrote, "a settled cluster writes nothing: {summary:?}");
     }
 
+    /// Runs a decision, then waits for the reconcile pushes it sent to end, so
+    /// the next decision sees every node free to take work.
     pub async fn reconcile(&self) -> kuma_cluster::core::reconcile::DecisionSummary {
-        self.addr.send(Reconcile).await.unwrap().expect("decision commits")
+        let summary = self.addr.send(Reconcile).await.unwrap().expect("decision commits");
+        self.pushes_done().await;
+        summary
+    }
+
+    /// Waits until no reconcile push is in flight (the nodes' addresses refuse
+    /// at once, so this is short).
+    pub async fn pushes_done(&self) {
+        eventually(Duration::from_secs(30), "the reconcile pushes end", || async {
+            self.state().await.nodes.iter().all(|n| !n.busy)
+        })
+        .await;
     }
 
     pub async fn transition(&self, node: &str, from: kuma_cluster::core::health::Health, to: kuma_cluster::core::health::Health) {

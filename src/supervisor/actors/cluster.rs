@@ -91,6 +91,18 @@ impl Message for PushDue {
     type Result = ();
 }
 
+/// Self-tick: look again whether the Kuma nodes have created their tables.
+struct CheckSchema;
+
+impl Message for CheckSchema {
+    type Result = ();
+}
+
+/// How often the supervisor looks for the nodes' tables while they are missing,
+/// and how often it says that it still waits.
+const SCHEMA_RETRY: Duration = Duration::from_secs(2);
+const SCHEMA_LOG_EVERY: Duration = Duration::from_secs(30);
+
 /// Self-tick: periodic repair, end of a hold-down, or a retry after a failure.
 struct ReconcileTick;
 
@@ -147,6 +159,9 @@ pub struct MemberState {
 pub struct ClusterState {
     /// Every node has had its first verdict; nothing is written before.
     pub started: bool,
+    /// Kuma tables (or columns) the nodes have not created yet; the supervisor
+    /// decides nothing until this is empty.
+    pub waiting_for: Vec<String>,
     pub generation: u64,
     pub nodes: Vec<MemberState>,
     pub stranded: usize,
@@ -213,6 +228,10 @@ pub struct ClusterActor {
     pushes: Pushes,
     pace: Pace,
     members: BTreeMap<String, Member>,
+    /// What the nodes' schema still lacks: `None` until first looked at, then
+    /// empty once everything is there.
+    missing_tables: Option<Vec<&'static str>>,
+    schema_logged: Option<Instant>,
     started: bool,
     setup_complete: bool,
     queue: DecisionQueue,
@@ -257,6 +276,8 @@ impl ClusterActor {
             suspects: Some(deps.suspects),
             metrics: deps.metrics,
             members: BTreeMap::new(),
+            missing_tables: None,
+            schema_logged: None,
             started: false,
             setup_complete: false,
             queue: DecisionQueue::new(),
@@ -315,8 +336,59 @@ impl ClusterActor {
         }));
     }
 
+    /// Why nothing can be decided, if so: the nodes' tables are missing. While
+    /// they are not yet looked at, requests wait in the queue instead.
+    fn not_ready(&self) -> Option<String> {
+        match &self.missing_tables {
+            Some(missing) if !missing.is_empty() => {
+                Some(format!("waiting for the Kuma nodes to create {}", missing.join(", ")))
+            }
+            _ => None,
+        }
+    }
+
+    /// Looks whether the nodes have created their tables; decides once they have.
+    fn check_schema(&mut self, ctx: &mut Context<Self>) {
+        let db = self.db.clone();
+        let look = async move { store::missing_kuma_tables(&db).await };
+        ctx.spawn(look.into_actor(self).map(|result, act, ctx| {
+            let now = act.clock.now();
+            let say = act.schema_logged.is_none_or(|t| now.saturating_duration_since(t) >= SCHEMA_LOG_EVERY);
+            match result {
+                Ok(missing) if missing.is_empty() => {
+                    if act.missing_tables.as_ref().is_some_and(|m| !m.is_empty()) {
+                        tracing::info!("the Kuma nodes have created their tables; supervision starts");
+                    }
+                    act.missing_tables = Some(missing);
+                    act.request(ctx, None);
+                    return;
+                }
+                Ok(missing) => {
+                    if say {
+                        tracing::warn!(missing = %missing.join(", "), "waiting for the Kuma nodes to create their tables; not ready");
+                        act.schema_logged = Some(now);
+                    }
+                    act.missing_tables = Some(missing);
+                }
+                Err(error) => {
+                    if say {
+                        tracing::warn!(error = %error, "cannot look for the Kuma nodes' tables; not ready");
+                        act.schema_logged = Some(now);
+                    }
+                }
+            }
+            ctx.notify_later(CheckSchema, SCHEMA_RETRY);
+        }));
+    }
+
     fn request(&mut self, ctx: &mut Context<Self>, waiter: Option<oneshot::Sender<Result<DecisionSummary, String>>>) {
-        if self.queue.trigger(waiter) {
+        if let Some(reason) = self.not_ready() {
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(Err(reason));
+            }
+            return;
+        }
+        if self.queue.trigger(waiter) && self.missing_tables.is_some() {
             self.start_decision(ctx);
         }
     }
@@ -576,7 +648,7 @@ impl Actor for ClusterActor {
                 act.request(ctx, None);
             }
         });
-        self.request(ctx, None);
+        self.check_schema(ctx);
     }
 }
 
@@ -763,6 +835,14 @@ impl Handler<Suspect> for ClusterActor {
     }
 }
 
+impl Handler<CheckSchema> for ClusterActor {
+    type Result = ();
+
+    fn handle(&mut self, _: CheckSchema, ctx: &mut Self::Context) {
+        self.check_schema(ctx);
+    }
+}
+
 impl Handler<ReconcileTick> for ClusterActor {
     type Result = ();
 
@@ -806,6 +886,7 @@ impl Handler<GetClusterState> for ClusterActor {
             .collect();
         MessageResult(ClusterState {
             started: self.started,
+            waiting_for: self.missing_tables.iter().flatten().map(|t| t.to_string()).collect(),
             generation: self.publisher.reader().load().generation,
             nodes,
             stranded: self.stranded,
@@ -829,7 +910,9 @@ impl Handler<Apply> for ClusterActor {
 
     fn handle(&mut self, Apply(command): Apply, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        if self.queue.command(command, tx) {
+        if let Some(reason) = self.not_ready() {
+            let _ = tx.send(Err(ApplyError::Failed(reason)));
+        } else if self.queue.command(command, tx) && self.missing_tables.is_some() {
             self.start_decision(ctx);
         }
         Box::pin(async move { rx.await.unwrap_or_else(|_| Err(ApplyError::Failed("supervisor stopped".to_owned()))) })
