@@ -23,9 +23,10 @@ use tokio::sync::mpsc;
 use std::rc::Rc;
 use std::sync::Arc;
 
-/// Passive-health reports waiting for the supervisor; more are dropped, since a
-/// probe is already due for every node in the queue.
-const SUSPECT_QUEUE: usize = 256;
+/// Front-door reports waiting for the supervisor; more are dropped: a probe is
+/// already due for every node in the queue, and the periodic tick reconciles
+/// whatever a dropped monitor write would have.
+const REPORT_QUEUE: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -110,13 +111,13 @@ async fn run(settings: Settings, db: DatabaseConnection, dev: Option<Addr<DevNod
     let listen = settings.server.listen;
     let settings = Arc::new(settings);
     let publisher = RoutingPublisher::new();
-    let (suspects_tx, suspects) = mpsc::channel(SUSPECT_QUEUE);
+    let (reports_tx, reports) = mpsc::channel(REPORT_QUEUE);
     let routing = publisher.reader();
     let metrics = Arc::new(Metrics::default());
     let front = Front {
         routing: routing.clone(),
         settings: Arc::new(settings.proxy.clone()),
-        suspects: suspects_tx,
+        reports: reports_tx,
         metrics: metrics.clone(),
     };
     let workers = match settings.proxy.workers {
@@ -133,7 +134,7 @@ async fn run(settings: Settings, db: DatabaseConnection, dev: Option<Addr<DevNod
         settings,
         clock: Arc::new(SystemClock),
         publisher,
-        suspects,
+        reports,
         metrics: metrics.clone(),
     })
     .start();

@@ -59,7 +59,7 @@ async fn stack(t: TestDb, api: &[(&str, &str)]) -> Stack {
     let front = Front {
         routing: sup.routing.clone(),
         settings: Arc::new(settings.proxy),
-        suspects: sup.suspects.clone(),
+        reports: sup.reports.clone(),
         metrics: sup.metrics.clone(),
     };
     let server = HttpServer::new(move || kuma_cluster::front::server::app(front.clone(), ops.clone()))

@@ -401,7 +401,25 @@ async fn a_transition_during_a_refused_command_is_decided_without_waiting_for_a_
     t.drop_db().await;
 }
 
+/// A node that restarts writes `status = 'online'` into its own row while
+/// kuma-cluster still holds it down: the status is put back, and the event
+/// log does not tell of the node going down a second time.
+async fn a_status_the_node_rewrites_at_restart_is_put_back_without_a_second_node_down(t: TestDb) {
+    let sup = Supervisor::settled(&t, 3, 5).await;
+    sup.transition("node1", Up, Down).await;
+    sup.reconcile().await;
+    assert_eq!(t.status_of("node1").await, "offline");
+    t.exec("UPDATE node SET status = 'online' WHERE node_id = 'node1'").await;
+    sup.reconcile().await;
+    assert_eq!(t.status_of("node1").await, "offline", "the status follows kuma-cluster's verdict");
+    let count = |kind: &str| format!("SELECT COUNT(*) FROM kc_event_log WHERE node_id = 'node1' AND kind = '{kind}'");
+    assert_eq!(t.count(&count("node_down")).await, 1, "one death, one node_down");
+    assert_eq!(t.count(&count("node_status_restored")).await, 1);
+    t.drop_db().await;
+}
+
 on_both_backends!(
+    a_status_the_node_rewrites_at_restart_is_put_back_without_a_second_node_down,
     a_transition_during_a_refused_command_is_decided_without_waiting_for_a_tick,
     shutdown_lets_the_decision_in_flight_commit,
     with_every_node_down_nothing_moves_and_the_stranded_monitors_are_reported,
@@ -432,7 +450,7 @@ fn a_suspect_reported_by_the_proxy_is_probed_at_once() {
         common::eventually(Duration::from_secs(10), "the first probe", || async { probe.calls.borrow().len() == 1 }).await;
         // reports within 250 ms of the last probe add none
         actix_rt::time::sleep(Duration::from_millis(300)).await;
-        sup.suspects.send("node1".into()).await.unwrap();
+        sup.reports.send(kuma_cluster::supervisor::reports::FrontReport::Unreachable("node1".into())).await.unwrap();
         common::eventually(Duration::from_secs(10), "a probe right after the report", || async {
             probe.calls.borrow().len() == 2
         })

@@ -93,11 +93,11 @@ async fn the_supervisor_waits_not_ready_until_the_nodes_have_created_their_table
     assert!(refused.unwrap_err().contains("waiting for the Kuma nodes to create node, monitor"));
     assert!(!sup.state().await.started);
     kuma_tables(&t, true).await;
-    common::eventually(std::time::Duration::from_secs(30), "the supervisor sees the tables", || async {
-        sup.state().await.waiting_for.is_empty()
+    common::eventually(std::time::Duration::from_secs(30), "the supervisor sees the tables, then the nodes' rows", || async {
+        let state = sup.state().await;
+        state.waiting_for.is_empty() && state.nodes.len() == 2
     })
     .await;
-    assert_eq!(sup.state().await.nodes.len(), 2, "then it supervises the nodes' rows");
     t.drop_db().await;
 }
 

@@ -13,6 +13,7 @@ use common::run;
 use futures_util::{SinkExt, StreamExt};
 use kuma_cluster::core::health::Health;
 use kuma_cluster::front::proxy::Front;
+use kuma_cluster::supervisor::reports::FrontReport;
 use kuma_cluster::core::routing::{RouteNode, RoutingTable};
 use kuma_cluster::supervisor::publisher::RoutingPublisher;
 use serde_json::{json, Value};
@@ -40,6 +41,11 @@ async fn echo(req: HttpRequest, body: Bytes, name: web::Data<String>) -> HttpRes
         req.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
     HttpResponse::Ok()
         .json(json!({ "node": name.get_ref(), "method": req.method().as_str(), "uri": req.uri().to_string(), "headers": headers, "body": body.len() }))
+}
+
+/// Kuma's REST create: 201 with the new monitor and the home it was given.
+async fn create_monitor(name: web::Data<String>) -> HttpResponse {
+    HttpResponse::Created().json(json!({ "ok": true, "msg": "Monitor created successfully", "data": { "monitor_id": 77, "node_id": format!("home-of-{}", name.get_ref()) } }))
 }
 
 async fn redirect() -> HttpResponse {
@@ -139,6 +145,7 @@ impl Backend {
                 .app_data(web::Data::new(s.clone()))
                 .app_data(web::PayloadConfig::new(usize::MAX))
                 .route("/redirect", web::get().to(redirect))
+                .route("/api/v1/monitors", web::post().to(create_monitor))
                 .route("/upload", web::post().to(upload))
                 .route("/download", web::get().to(download))
                 .route("/head", web::route().to(head_target))
@@ -212,7 +219,7 @@ fn table(nodes: Vec<RouteNode>) -> RoutingTable {
 struct Proxy {
     base: String,
     publisher: RoutingPublisher,
-    suspects: mpsc::Receiver<String>,
+    reports: mpsc::Receiver<FrontReport>,
     client: awc::Client,
 }
 
@@ -220,12 +227,12 @@ impl Proxy {
     fn start(first: RoutingTable, overrides: &[(&str, &str)]) -> Proxy {
         let publisher = RoutingPublisher::new();
         publisher.publish(first);
-        let (tx, suspects) = mpsc::channel(64);
+        let (tx, reports) = mpsc::channel(64);
         let settings = common::settings(overrides);
         let front = Front {
             routing: publisher.reader(),
             settings: Arc::new(settings.proxy),
-            suspects: tx,
+            reports: tx,
             metrics: Default::default(),
         };
         let server = HttpServer::new(move || App::new().configure(kuma_cluster::front::server::configure(front.clone())))
@@ -236,7 +243,7 @@ impl Proxy {
         let port = server.addrs()[0].port();
         actix_web::rt::spawn(server.run());
         let client = awc::Client::builder().disable_redirects().timeout(WAIT).finish();
-        Proxy { base: format!("127.0.0.1:{port}"), publisher, suspects, client }
+        Proxy { base: format!("127.0.0.1:{port}"), publisher, reports, client }
     }
 
     fn url(&self, path: &str) -> String {
@@ -528,7 +535,7 @@ fn a_connect_failure_is_retried_on_another_node_and_reported_for_a_probe() {
         assert_eq!(response.headers().get("x-routed-to").unwrap(), "node2");
         let body: Value = response.json().await.unwrap();
         assert_eq!((body["node"].as_str(), body["body"].as_u64()), (Some("node2"), Some(36)));
-        assert_eq!(proxy.suspects.recv().await.as_deref(), Some("node1"));
+        assert_eq!(proxy.reports.recv().await, Some(FrontReport::Unreachable("node1".into())));
         b.handle.stop(false).await;
     });
 }
@@ -708,5 +715,34 @@ fn pinning_an_unknown_or_down_node_or_a_bad_body_is_refused_with_400() {
         assert_eq!((status, body["error"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
         a.handle.stop(false).await;
         b.handle.stop(false).await;
+    });
+}
+
+#[test]
+fn monitor_writes_through_the_front_door_are_reported_to_the_supervisor_and_answered_unchanged() {
+    run(async {
+        let backend = Backend::start("node1");
+        let mut proxy = Proxy::start(table(vec![node("node1", &backend.host, true, 0)]), &[]);
+        let mut response = proxy.client.post(proxy.url("/api/v1/monitors")).send_body("{}").await.unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = serde_json::from_slice(&response.body().await.unwrap()).unwrap();
+        assert_eq!(body["data"]["monitor_id"], 77, "the node's answer passes through: {body}");
+        assert_eq!(
+            proxy.reports.recv().await,
+            Some(FrontReport::MonitorWritten { served: "node1".into(), monitor: Some(77), home: Some("home-of-node1".into()) })
+        );
+        for method in ["PUT", "DELETE"] {
+            let request = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
+            let response = proxy.client.request(request, proxy.url("/api/v1/monitors/5")).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(
+                proxy.reports.recv().await,
+                Some(FrontReport::MonitorWritten { served: "node1".into(), monitor: Some(5), home: None }),
+                "{method}"
+            );
+        }
+        let read = proxy.client.get(proxy.url("/api/v1/monitors/5")).send().await.unwrap();
+        assert_eq!(read.status(), StatusCode::OK);
+        assert!(proxy.reports.try_recv().is_err(), "a read is not a write");
     });
 }

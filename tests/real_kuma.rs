@@ -108,10 +108,17 @@ fn real_kuma_nodes_are_usable_through_the_proxy_from_setup_to_a_listed_monitor()
         ),
     )
     .unwrap();
+    // stock Kuma nodes have no cluster patch and keep their own databases: the
+    // cluster's tables, which patched nodes would create, are made here
+    let database = format!("sqlite://{}/kc.db?mode=rwc", work.0.display());
+    common::run(async {
+        let db = kuma_cluster::supervisor::store::connect(&database).await.unwrap();
+        kuma_cluster::supervisor::store::create_kuma_tables(&db).await.unwrap();
+    });
     let _cluster = Running(
         Command::new(env!("CARGO_BIN_EXE_kuma-cluster"))
             .args(["--config", config.to_str().unwrap(), "serve"])
-            .env("KUMA_CLUSTER__DATABASE__URL", format!("sqlite://{}/kc.db?mode=rwc", work.0.display()))
+            .env("KUMA_CLUSTER__DATABASE__URL", &database)
             .env("KUMA_CLUSTER__SERVER__LISTEN", &listen)
             .env("KUMA_CLUSTER__HEALTH__PATH", "/api/entry-page")
             .env("KUMA_CLUSTER__HEALTH__INTERVAL", "300ms")

@@ -20,10 +20,14 @@ pub struct NodeInput {
     pub settled: bool,
     /// New active monitors it may be given in this decision (`core::waves`).
     pub budget: usize,
+    /// The health the last committed decision saw: a status row that differs
+    /// while health has not changed since was rewritten by the node itself.
+    pub decided: Health,
 }
 
 impl NodeInput {
-    pub const UNKNOWN: NodeInput = NodeInput { health: Health::Unknown, stable: false, settled: false, budget: 0 };
+    pub const UNKNOWN: NodeInput =
+        NodeInput { health: Health::Unknown, stable: false, settled: false, budget: 0, decided: Health::Unknown };
 }
 
 /// An operator's request, decided and written in one transaction with
@@ -195,7 +199,16 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> 
             }
         }
         changes.close.extend(stale);
-        changes.events = events(&changes.admin, &changes.statuses, &moves, changes.close.len());
+        let rewritten: Vec<&str> = changes
+            .statuses
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .filter(|id| {
+                let i = input(id);
+                i.health == i.decided
+            })
+            .collect();
+        changes.events = events(&changes.admin, &changes.statuses, &rewritten, &moves, changes.close.len());
         changes.moves = moves;
         stranded = plan.stranded;
         over_capacity = plan.over_capacity;
@@ -203,7 +216,7 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> 
     } else if deleting.is_some() {
         return Err(Refusal::NotStarted);
     } else {
-        changes.events = events(&changes.admin, &[], &[], 0);
+        changes.events = events(&changes.admin, &[], &[], &[], 0);
     }
     changes.deletes.extend(deleting);
     changes.events.extend(node_events(&changes));
@@ -497,10 +510,12 @@ fn node_events(changes: &Changes) -> Vec<NewEvent> {
 /// One event per administrative change, per node status change, per (kind,
 /// node) group of moves, and one for ledger rows closed without a move.
 /// Displacements are told from the node they left, every other move from the
-/// node it reached.
+/// node it reached. A status a node `rewritten` itself (at its restart) is put
+/// back as `node_status_restored`, not told as the node going down or up again.
 fn events(
     admin: &[(String, Option<AdminState>)],
     statuses: &[(String, NodeStatus)],
+    rewritten: &[&str],
     moves: &[Move],
     closed: usize,
 ) -> Vec<NewEvent> {
@@ -515,6 +530,7 @@ fn events(
         .collect();
     events.extend(statuses.iter().map(|(id, status)| NewEvent {
         kind: match status {
+            _ if rewritten.contains(&id.as_str()) => "node_status_restored",
             NodeStatus::Online => "node_up",
             NodeStatus::Offline => "node_down",
         },
@@ -618,11 +634,11 @@ mod tests {
     }
 
     fn up() -> NodeInput {
-        NodeInput { health: Health::Up, stable: true, settled: true, budget: usize::MAX }
+        NodeInput { health: Health::Up, stable: true, settled: true, budget: usize::MAX, decided: Health::Unknown }
     }
 
     fn down() -> NodeInput {
-        NodeInput { health: Health::Down, stable: true, settled: false, budget: 0 }
+        NodeInput { health: Health::Down, stable: true, settled: false, budget: 0, decided: Health::Unknown }
     }
 
     fn decide_with(rows: &ClusterRows, nodes: &[(&str, NodeInput)], started: bool) -> Decision {
@@ -702,5 +718,18 @@ mod tests {
         .unwrap();
         assert_eq!(d.changes.register, statics);
         assert!(!d.started, "the registered node has no verdict yet");
+    }
+
+    #[test]
+    fn a_status_the_node_rewrote_itself_is_put_back_without_a_second_node_down() {
+        let mut r = rows();
+        r.nodes[0].status = Some("online".into());
+        let held_down = NodeInput { decided: Health::Down, ..down() };
+        let d = decide_with(&r, &[("a", held_down), ("b", up())], true);
+        assert_eq!(d.changes.statuses, vec![("a".to_string(), NodeStatus::Offline)]);
+        let kinds: Vec<&str> = d.changes.events.iter().map(|e| e.kind).collect();
+        assert!(kinds.contains(&"node_status_restored") && !kinds.contains(&"node_down"), "{kinds:?}");
+        let newly_down = decide_with(&r, &[("a", down()), ("b", up())], true);
+        assert!(newly_down.changes.events.iter().any(|e| e.kind == "node_down"));
     }
 }

@@ -7,6 +7,7 @@
 //! - [`pushes`]: one push in flight per node; the others coalesce and wait, pure.
 //! - [`clock`]: the time source decisions read, replaceable in tests.
 //! - [`publisher`]: the routing snapshot's single writer and its lock-free readers.
+//! - [`reports`]: what the front door reports to the supervisor without waiting.
 
 pub mod actors;
 pub mod clock;
@@ -15,4 +16,5 @@ pub mod publisher;
 pub mod pushes;
 pub mod push;
 pub mod queue;
+pub mod reports;
 pub mod store;

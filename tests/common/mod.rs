@@ -375,7 +375,7 @@ pub struct Supervisor {
     pub clock: ManualClock,
     pub routing: RoutingReader,
     /// The proxy's side of the passive-health channel.
-    pub suspects: tokio::sync::mpsc::Sender<String>,
+    pub reports: tokio::sync::mpsc::Sender<kuma_cluster::supervisor::reports::FrontReport>,
     pub metrics: Arc<kuma_cluster::metrics::Metrics>,
 }
 
@@ -409,7 +409,7 @@ impl Supervisor {
         let clock = ManualClock::new();
         let publisher = RoutingPublisher::new();
         let routing = publisher.reader();
-        let (suspects, suspects_rx) = tokio::sync::mpsc::channel(16);
+        let (reports, reports_rx) = tokio::sync::mpsc::channel(16);
         let metrics = Arc::new(kuma_cluster::metrics::Metrics::default());
         let addr = ClusterActor::new(ClusterDeps {
             db: db.db.clone(),
@@ -417,11 +417,11 @@ impl Supervisor {
             clock: Arc::new(clock.clone()),
             probe,
             publisher,
-            suspects: suspects_rx,
+            reports: reports_rx,
             metrics: metrics.clone(),
         })
         .start();
-        Supervisor { addr, clock, routing, suspects, metrics }
+        Supervisor { addr, clock, routing, reports, metrics }
     }
 
     /// `nodes` nodes (node1 is primary) with `per_node` monitors each, supervised
@@ -526,14 +526,14 @@ pub fn live_supervisor(
     let publisher = RoutingPublisher::new();
     let routing = publisher.reader();
     // the proxy's end of the passive-health channel is not needed here
-    let (_, suspects) = tokio::sync::mpsc::channel(16);
+    let (_, reports) = tokio::sync::mpsc::channel(16);
     let cluster = ClusterActor::new(ClusterDeps {
         db: db.db.clone(),
         probe: Rc::new(kuma_cluster::supervisor::probe::HttpProbe::new(settings.health.timeout)),
         settings: Arc::new(settings),
         clock: Arc::new(kuma_cluster::supervisor::clock::SystemClock),
         publisher,
-        suspects,
+        reports,
         metrics: Default::default(),
     })
     .start();

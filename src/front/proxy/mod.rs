@@ -10,7 +10,9 @@ pub mod websocket;
 use crate::config::ProxySettings;
 use crate::front::error::error;
 use crate::core::routing::RoutingTable;
+use crate::core::placement::MonitorId;
 use crate::supervisor::publisher::RoutingReader;
+use crate::supervisor::reports::FrontReport;
 use actix_web::body::SizedStream;
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie};
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -26,12 +28,12 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 /// What every worker shares: the snapshot, the settings, and the channel on
-/// which failed connects are reported for an immediate probe.
+/// which the supervisor hears of failed connects and monitor writes.
 #[derive(Clone)]
 pub struct Front {
     pub routing: RoutingReader,
     pub settings: Arc<ProxySettings>,
-    pub suspects: mpsc::Sender<String>,
+    pub reports: mpsc::Sender<FrontReport>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -39,9 +41,37 @@ impl Front {
     /// Passive health: ask for an immediate probe of a node that refused a
     /// connection. Never waits; a full channel already has enough reports.
     pub fn suspect(&self, node_id: &str) {
-        let _ = self.suspects.try_send(node_id.to_owned());
+        let _ = self.reports.try_send(FrontReport::Unreachable(node_id.to_owned()));
+    }
+
+    fn written(&self, served: &str, monitor: Option<MonitorId>, home: Option<String>) {
+        let _ = self.reports.try_send(FrontReport::MonitorWritten { served: served.to_owned(), monitor, home });
     }
 }
+
+/// A request that writes a monitor through a node's REST API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MonitorWrite {
+    /// `POST /api/v1/monitors`: the answer names the new monitor and its home.
+    Create,
+    /// `PUT` or `DELETE /api/v1/monitors/<id>`: update, pause, resume, delete.
+    Change(MonitorId),
+}
+
+impl MonitorWrite {
+    fn of(method: &Method, path: &str) -> Option<MonitorWrite> {
+        // `/api/v1/monitors/7/heartbeats` and the like are reads, not writes
+        let rest = path.strip_prefix("/api/v1/monitors")?;
+        match (method, rest.trim_end_matches('/')) {
+            (&Method::POST, "") => Some(MonitorWrite::Create),
+            (&Method::PUT | &Method::DELETE, id) => id.strip_prefix('/')?.parse().ok().map(MonitorWrite::Change),
+            _ => None,
+        }
+    }
+}
+
+/// The largest create answer read to learn the new monitor's id and home.
+const MAX_CREATE_ANSWER: usize = 64 * 1024;
 
 /// Per-worker state (one thread each): the pooled HTTP client, the balancer and
 /// the worker's own metrics shard.
@@ -89,7 +119,8 @@ pub async fn forward(req: HttpRequest, payload: web::Payload, worker: web::Data<
     let (mut response, served) = if websocket::is_upgrade(&req) {
         websocket::bridge(&req, payload, &worker, &table, route.node).await
     } else {
-        forward_http(&req, payload, &worker, &table, route.node).await
+        let write = MonitorWrite::of(req.method(), req.path());
+        forward_http(&req, payload, &worker, &table, route.node, write).await
     };
     mark(&mut response, &table, served, &route);
     let status = response.status().as_u16();
@@ -147,6 +178,7 @@ async fn forward_http(
     worker: &Worker,
     table: &RoutingTable,
     first: usize,
+    write: Option<MonitorWrite>,
 ) -> (HttpResponse, usize) {
     let settings = &worker.front.settings;
     let length = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
@@ -171,7 +203,14 @@ async fn forward_http(
         let mut request = worker.client.request(req.method().clone(), format!("http://{host}{target}"));
         *request.headers_mut() = headers.take().unwrap_or_else(|| upstream_headers(req, settings.trust_forwarded));
         let failure = match request.send_body(body.attempt()).await {
-            Ok(response) => return (respond(response, req.method()), node),
+            Ok(response) => {
+                let node_id = &table.nodes[node].id;
+                let response = match write {
+                    Some(write) if response.status().is_success() => written(write, response, node_id, worker, req.method()).await,
+                    _ => respond(response, req.method()),
+                };
+                return (response, node);
+            }
             Err(e) => e,
         };
         if body.too_large() {
@@ -207,6 +246,39 @@ async fn forward_http(
     }
 }
 
+/// A node accepted a monitor write: tells the supervisor, then answers. A
+/// create's answer is read whole (it is small) for the monitor's id and home.
+async fn written(
+    write: MonitorWrite,
+    mut response: awc::ClientResponse,
+    node_id: &str,
+    worker: &Worker,
+    method: &Method,
+) -> HttpResponse {
+    if let MonitorWrite::Change(id) = write {
+        worker.front.written(node_id, Some(id), None);
+        return respond(response, method);
+    }
+    let body = match response.body().limit(MAX_CREATE_ANSWER).await {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::warn!(node_id = %node_id, error = %e, "a monitor create answer could not be read");
+            worker.front.written(node_id, None, None);
+            return error(StatusCode::BAD_GATEWAY, "bad_gateway", "the node's answer could not be read");
+        }
+    };
+    let created: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let monitor = created["data"]["monitor_id"].as_u64().and_then(|id| MonitorId::try_from(id).ok());
+    let home = created["data"]["node_id"].as_str().map(str::to_owned);
+    worker.front.written(node_id, monitor, home);
+    let mut headers = response.headers().clone();
+    headers::strip_hop_by_hop(&mut headers);
+    headers.remove(header::CONTENT_LENGTH);
+    let mut answer = HttpResponse::build(response.status()).body(body);
+    *answer.headers_mut() = headers;
+    answer
+}
+
 /// Streams the node's response back, status and headers as they are (minus
 /// hop-by-hop), keeping `Content-Length` when the node gave one.
 fn respond(response: awc::ClientResponse, method: &Method) -> HttpResponse {
@@ -223,4 +295,21 @@ fn respond(response: awc::ClientResponse, method: &Method) -> HttpResponse {
     };
     *forwarded.headers_mut() = headers;
     forwarded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monitor_writes_are_told_apart_from_reads() {
+        assert_eq!(MonitorWrite::of(&Method::POST, "/api/v1/monitors"), Some(MonitorWrite::Create));
+        assert_eq!(MonitorWrite::of(&Method::POST, "/api/v1/monitors/"), Some(MonitorWrite::Create));
+        assert_eq!(MonitorWrite::of(&Method::PUT, "/api/v1/monitors/7"), Some(MonitorWrite::Change(7)));
+        assert_eq!(MonitorWrite::of(&Method::DELETE, "/api/v1/monitors/12"), Some(MonitorWrite::Change(12)));
+        assert_eq!(MonitorWrite::of(&Method::GET, "/api/v1/monitors/7"), None);
+        assert_eq!(MonitorWrite::of(&Method::PUT, "/api/v1/monitors/7/heartbeats"), None);
+        assert_eq!(MonitorWrite::of(&Method::POST, "/api/v1/monitorsx"), None);
+        assert_eq!(MonitorWrite::of(&Method::DELETE, "/api/v1/monitors/abc"), None);
+    }
 }

@@ -20,6 +20,7 @@ use crate::supervisor::publisher::RoutingPublisher;
 use crate::supervisor::push::{PushError, ReconcilePush};
 use crate::supervisor::pushes::{Ask, Pushes};
 use crate::supervisor::queue::{DecisionQueue, Next, Outcome};
+use crate::supervisor::reports::FrontReport;
 use crate::supervisor::store::{self, StoreError};
 use actix::prelude::*;
 use sea_orm::{DatabaseConnection, TransactionTrait};
@@ -66,10 +67,10 @@ pub struct NodeDetail {
 #[rtype(result = "()")]
 pub struct Shutdown;
 
-/// A request could not connect to this node: have its NodeActor probe now.
-struct Suspect(String);
+/// A report from the front door.
+struct Reported(FrontReport);
 
-impl Message for Suspect {
+impl Message for Reported {
     type Result = ();
 }
 
@@ -189,8 +190,8 @@ pub struct ClusterDeps {
     pub clock: Arc<dyn Clock>,
     pub probe: Rc<dyn Probe>,
     pub publisher: RoutingPublisher,
-    /// Node ids reported by the proxy after a failed connect.
-    pub suspects: mpsc::Receiver<String>,
+    /// What the front door reports: failed connects, monitor writes.
+    pub reports: mpsc::Receiver<FrontReport>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -204,6 +205,8 @@ struct Member {
     flap: FlapDamper,
     /// Node clock minus ours, in milliseconds.
     offset_ms: i64,
+    /// The health the last committed decision saw.
+    decided: Health,
     actor: Addr<NodeActor>,
 }
 
@@ -222,7 +225,7 @@ pub struct ClusterActor {
     clock: Arc<dyn Clock>,
     probe: Rc<dyn Probe>,
     publisher: RoutingPublisher,
-    suspects: Option<mpsc::Receiver<String>>,
+    reports: Option<mpsc::Receiver<FrontReport>>,
     metrics: Arc<Metrics>,
     push: Rc<ReconcilePush>,
     pushes: Pushes,
@@ -254,6 +257,8 @@ pub struct ClusterActor {
 /// complete, how long it took, and whether it committed (a dry run does not).
 struct Decided {
     decision: Decision,
+    /// The health of each node the decision saw.
+    healths: Vec<(String, Health)>,
     setup_complete: bool,
     took: Duration,
     committed: bool,
@@ -273,7 +278,7 @@ impl ClusterActor {
             clock: deps.clock,
             probe: deps.probe,
             publisher: deps.publisher,
-            suspects: Some(deps.suspects),
+            reports: Some(deps.reports),
             metrics: deps.metrics,
             members: BTreeMap::new(),
             missing_tables: None,
@@ -302,7 +307,7 @@ impl ClusterActor {
             && member.health == Health::Up
             && member.up_since.is_some_and(|t| now.saturating_duration_since(t) >= self.settings.cluster.hold_down);
         let budget = self.pace.budget(self.clock.wall_ms() + member.offset_ms, self.pushes.busy(id, now));
-        NodeInput { health: member.health, stable, settled, budget }
+        NodeInput { health: member.health, stable, settled, budget, decided: member.decided }
     }
 
     /// Asks `node` to reconcile a change that starts `starts` monitors there,
@@ -404,6 +409,7 @@ impl ClusterActor {
         let settings = self.settings.clone();
         let static_nodes = self.static_nodes.clone();
         let (started, setup_known) = (self.started, self.setup_complete);
+        let healths: Vec<(String, Health)> = nodes.iter().map(|(id, i)| (id.clone(), i.health)).collect();
         let run = async move {
             let begun = Instant::now();
             let setup_complete = setup_known || store::setup_complete(&db).await?;
@@ -430,15 +436,22 @@ impl ClusterActor {
                 }
                 txn.commit().await?;
             }
-            Ok::<_, StoreError>(Ok(Decided { decision, setup_complete, took: begun.elapsed(), committed }))
+            Ok::<_, StoreError>(Ok(Decided { decision, healths, setup_complete, took: begun.elapsed(), committed }))
         };
         ctx.spawn(run.into_actor(self).map(|result, act, ctx| act.decided(result, ctx)));
     }
 
     fn decided(&mut self, result: Result<Result<Decided, Refusal>, StoreError>, ctx: &mut Context<Self>) {
         let outcome = match result {
-            Ok(Ok(Decided { decision, setup_complete, took, committed })) => {
+            Ok(Ok(Decided { decision, healths, setup_complete, took, committed })) => {
                 self.setup_complete = setup_complete;
+                if committed {
+                    for (id, health) in healths {
+                        if let Some(member) = self.members.get_mut(&id) {
+                            member.decided = health;
+                        }
+                    }
+                }
                 if let Some(report) = &decision.rebalance {
                     self.last_rebalance = Some(RebalanceStatus::of(report, took));
                 }
@@ -625,6 +638,7 @@ impl ClusterActor {
                             up_since: None,
                             flap: FlapDamper::default(),
                             offset_ms: 0,
+                            decided: Health::Unknown,
                             actor,
                         },
                     );
@@ -638,9 +652,9 @@ impl Actor for ClusterActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        if let Some(suspects) = self.suspects.take() {
-            ctx.add_message_stream(futures_util::stream::unfold(suspects, |mut rx| async move {
-                rx.recv().await.map(|id| (Suspect(id), rx))
+        if let Some(reports) = self.reports.take() {
+            ctx.add_message_stream(futures_util::stream::unfold(reports, |mut rx| async move {
+                rx.recv().await.map(|report| (Reported(report), rx))
             }));
         }
         ctx.run_interval(self.settings.cluster.reconcile_interval, |act, ctx| {
@@ -825,12 +839,33 @@ impl Handler<PushDue> for ClusterActor {
     }
 }
 
-impl Handler<Suspect> for ClusterActor {
+impl Handler<Reported> for ClusterActor {
     type Result = ();
 
-    fn handle(&mut self, Suspect(node_id): Suspect, _: &mut Self::Context) {
-        if let Some(member) = self.members.get(&node_id) {
-            member.actor.do_send(ProbeNow);
+    fn handle(&mut self, Reported(report): Reported, ctx: &mut Self::Context) {
+        match report {
+            // a request could not connect: have the node's NodeActor probe now
+            FrontReport::Unreachable(node_id) => {
+                if let Some(member) = self.members.get(&node_id) {
+                    member.actor.do_send(ProbeNow);
+                }
+            }
+            // the node that answered may run a monitor that belongs elsewhere (a
+            // create starts it there) or one that is paused or gone: it and the
+            // node the monitor belongs on reconcile, one push at a time each;
+            // a decision places a new monitor whose home cannot run it
+            FrontReport::MonitorWritten { served, monitor, home } => {
+                let owner = home.or_else(|| {
+                    let table = self.publisher.reader().load();
+                    monitor.and_then(|id| table.node_of_monitor(id).map(|n| n.id.clone()))
+                });
+                tracing::debug!(node_id = %served, monitor = ?monitor, owner = ?owner, "monitor written through the front door");
+                self.push_to(&served, 0, ctx);
+                if let Some(owner) = owner.filter(|o| *o != served) {
+                    self.push_to(&owner, 1, ctx);
+                }
+                self.request(ctx, None);
+            }
         }
     }
 }
