@@ -1,0 +1,382 @@
+//! kuma-cluster with three real cluster-patched Kuma nodes (the fork in
+//! `../shared/fixtures/`) on MariaDB, at their real pace:
+//! - kuma-cluster starts first on an empty database and waits; the nodes'
+//!   own migrations then run without conflict;
+//! - a few hundred monitors check a local target that tells which node
+//!   process made each check (from the connection, through `/proc`);
+//! - a node is killed at a chosen second of the minute, then restarted: no
+//!   monitor is ever checked by two processes at once or twice per interval by
+//!   one, every one runs again on its new node, and back home after the revert.
+//!
+//! The fork is installed once outside the repository (`KC_FORK_DIR`, default
+//! `~/.cache/kuma-cluster/cluster-ea195dd3`; `npm ci` takes about 6 minutes).
+//! `KC_SKIP_REAL_NODES=1` skips the test on a machine without npm.
+
+mod common;
+
+use common::{free_port, Process, TestDb};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+const FORK: &str = "uptime-kuma-cluster-ea195dd3";
+/// Any Authorization that is not `Bearer …` acts as user 1 on the fork.
+const NODE_AUTH: &str = "kuma-cluster-test";
+const PER_NODE: usize = 80;
+const INTERVAL: Duration = Duration::from_secs(20);
+
+/// The fork, unpacked and installed once, with a stand-in for its built UI.
+fn fork_install() -> PathBuf {
+    let dir = std::env::var_os("KC_FORK_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/kuma-cluster/cluster-ea195dd3")
+    });
+    if !dir.join("node_modules/.package-lock.json").is_file() {
+        let archive = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../shared/fixtures/{FORK}.tar.gz"));
+        let parent = dir.parent().unwrap();
+        std::fs::create_dir_all(parent).unwrap();
+        let unpacked = parent.join("uptime-kuma-cluster");
+        let _ = std::fs::remove_dir_all(&unpacked);
+        let _ = std::fs::remove_dir_all(&dir);
+        let status = Command::new("tar").arg("xzf").arg(&archive).current_dir(parent).status().expect("tar runs");
+        assert!(status.success(), "cannot unpack {}", archive.display());
+        std::fs::rename(&unpacked, &dir).unwrap();
+        let status = Command::new("npm")
+            .args(["ci", "--omit=dev", "--no-audit", "--no-fund"])
+            .env("npm_config_nodedir", "/usr")
+            .current_dir(&dir)
+            .status()
+            .expect("npm runs");
+        assert!(status.success(), "npm ci of the fork failed");
+    }
+    let dist = dir.join("dist");
+    std::fs::create_dir_all(&dist).unwrap();
+    if !dist.join("index.html").is_file() {
+        std::fs::write(dist.join("index.html"), "<!doctype html><title>Uptime Kuma</title><div id=app></div>").unwrap();
+    }
+    dir
+}
+
+/// A real node process on MariaDB database `db`.
+fn start_node(fork: &Path, data: &Path, id: &str, port: u16, db: &str, primary: bool) -> Process {
+    std::fs::create_dir_all(data).unwrap();
+    let child = Command::new("node")
+        .arg("server/server.js")
+        .current_dir(fork)
+        .envs([
+            ("NODE_ENV", "production"),
+            ("UPTIME_KUMA_HOST", "127.0.0.1"),
+            ("UPTIME_KUMA_DB_TYPE", "mariadb"),
+            ("UPTIME_KUMA_DB_HOSTNAME", "127.0.0.1"),
+            ("UPTIME_KUMA_DB_PORT", "3306"),
+            ("UPTIME_KUMA_DB_NAME", db),
+            ("UPTIME_KUMA_DB_USERNAME", "root"),
+            ("UPTIME_KUMA_DB_PASSWORD", ""),
+            ("UPTIME_KUMA_NODE_ID", id),
+            ("UPTIME_KUMA_NODE_NAME", id),
+            ("UPTIME_KUMA_PRIMARY", if primary { "1" } else { "0" }),
+        ])
+        .env("DATA_DIR", format!("{}/", data.display()))
+        .env("UPTIME_KUMA_PORT", port.to_string())
+        .env("UPTIME_KUMA_NODE_HOST", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node starts");
+    Process(child)
+}
+
+fn wait(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    common::poll_until(limit, &mut check).unwrap_or_else(|| panic!("timed out waiting for {what}"));
+}
+
+fn healthy(port: u16) -> bool {
+    common::http_get(&format!("127.0.0.1:{port}"), "/api/v1/health").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+}
+
+/// One check seen by the target: which monitor, which process, when.
+#[derive(Clone, Copy, Debug)]
+struct Check {
+    monitor: u32,
+    pid: u32,
+    at: Instant,
+}
+
+/// The socket inode of a loopback TCP connection from `port`, from `/proc/net/tcp`.
+fn socket_inode(port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let local = format!("0100007F:{port:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&local.as_str())).then(|| fields.get(9)?.parse().ok()).flatten()
+    })
+}
+
+/// Which of `pids` holds the socket with `inode` open.
+fn owner(pids: &[u32], inode: u64) -> Option<u32> {
+    let wanted = format!("socket:[{inode}]");
+    pids.iter().copied().find(|pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == wanted))
+    })
+}
+
+/// A local HTTP target for the monitors (`/m/<id>`): answers 200 and closes, and
+/// books each check against the node process that made it.
+struct Target {
+    port: u16,
+    checks: Arc<Mutex<Vec<Check>>>,
+    pids: Arc<Mutex<Vec<u32>>>,
+}
+
+impl Target {
+    fn start() -> Target {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let checks: Arc<Mutex<Vec<Check>>> = Arc::default();
+        let pids: Arc<Mutex<Vec<u32>>> = Arc::default();
+        let (c, p) = (checks.clone(), pids.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (c, p) = (c.clone(), p.clone());
+                std::thread::spawn(move || serve_check(stream, &c, &p));
+            }
+        });
+        Target { port, checks, pids }
+    }
+
+    fn checks(&self) -> Vec<Check> {
+        self.checks.lock().unwrap().clone()
+    }
+}
+
+fn serve_check(mut stream: TcpStream, checks: &Mutex<Vec<Check>>, pids: &Mutex<Vec<u32>>) {
+    let at = Instant::now();
+    let peer = stream.peer_addr().map(|a| a.port()).unwrap_or(0);
+    let mut line = String::new();
+    if BufReader::new(&stream).read_line(&mut line).is_err() {
+        return;
+    }
+    let monitor = line.split_whitespace().nth(1).and_then(|p| p.strip_prefix("/m/")).and_then(|id| id.parse().ok());
+    // the connection is open until we answer: its owner can still be found
+    let pid = socket_inode(peer).and_then(|inode| owner(&pids.lock().unwrap(), inode));
+    if let (Some(monitor), Some(pid)) = (monitor, pid) {
+        checks.lock().unwrap().push(Check { monitor, pid, at });
+    }
+    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+}
+
+/// Monitors run twice among the checks between `from` and `to`: a process
+/// checks a monitor again after another took it over (both run it), or one
+/// process checks it twice within 3/4 of an interval (a leaked copy).
+fn doubles(checks: &[Check], from: Instant, to: Instant) -> BTreeSet<u32> {
+    let mut by_monitor: BTreeMap<u32, Vec<&Check>> = BTreeMap::new();
+    for c in checks.iter().filter(|c| c.at >= from && c.at <= to) {
+        by_monitor.entry(c.monitor).or_default().push(c);
+    }
+    by_monitor
+        .into_iter()
+        .filter(|(_, cs)| {
+            let mut retired = BTreeSet::new();
+            let twice = cs.windows(2).any(|w| w[0].pid == w[1].pid && w[1].at.duration_since(w[0].at) < INTERVAL.mul_f64(0.75));
+            let resumed = cs.windows(2).any(|w| {
+                if w[0].pid != w[1].pid {
+                    retired.insert(w[0].pid);
+                }
+                retired.contains(&w[1].pid)
+            });
+            twice || resumed
+        })
+        .map(|(m, _)| m)
+        .collect()
+}
+
+/// The process that last checked each cloned monitor since `from`.
+fn last_checker(checks: &[Check], from: Instant) -> HashMap<u32, u32> {
+    checks.iter().filter(|c| c.at >= from && c.monitor >= 2).map(|c| (c.monitor, c.pid)).collect()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[test]
+fn real_nodes_fail_over_and_back_with_every_monitor_checked_by_exactly_one_process() {
+    if std::env::var("KC_SKIP_REAL_NODES").is_ok_and(|v| v == "1") {
+        eprintln!("skipping: KC_SKIP_REAL_NODES=1");
+        return;
+    }
+    let fork = fork_install();
+    // one runtime for the whole test: the database pool lives on it; the
+    // waiting below blocks it, which only the pool notices
+    common::run(async move {
+    let Some(t) = TestDb::mariadb().await else { return };
+    let db = t.url.rsplit('/').next().unwrap().to_owned();
+    let work = common::TempDir::new();
+    let target = Target::start();
+
+    // kuma-cluster first, on the empty database: it creates only its own tables
+    let listen = format!("127.0.0.1:{}", free_port());
+    let _cluster = Process(
+        Command::new(env!("CARGO_BIN_EXE_kuma-cluster"))
+            .arg("serve")
+            .env("KUMA_CLUSTER__DATABASE__URL", &t.url)
+            .env("KUMA_CLUSTER__SERVER__LISTEN", &listen)
+            .env("KUMA_CLUSTER__NODES__AUTH_HEADER", NODE_AUTH)
+            .env("KUMA_CLUSTER__API__TOKENS", "real-nodes-test-token-0123")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait(Duration::from_secs(30), "kuma-cluster answers, not ready", || {
+        common::http_get(&listen, "/lb/ready").is_some_and(|r| r.starts_with("HTTP/1.1 503"))
+    });
+
+    // then the nodes, one after another: their migrations do not collide with ours
+    let ids = ["node1", "node2", "node3"];
+    let ports: Vec<u16> = ids.iter().map(|_| free_port()).collect();
+    let data = |i: usize| work.0.join(ids[i]);
+    let mut nodes: Vec<Option<Process>> = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        nodes.push(Some(start_node(&fork, &data(i), id, ports[i], &db, i == 0)));
+        wait(Duration::from_secs(120), "a node's health", || healthy(ports[i]));
+    }
+    let pids = |nodes: &[Option<Process>]| -> Vec<u32> { nodes.iter().flatten().map(|p| p.0.id()).collect() };
+    *target.pids.lock().unwrap() = pids(&nodes);
+    wait(Duration::from_secs(60), "kuma-cluster ready with three nodes", || {
+        common::http_get(&listen, "/lb/available-nodes").is_some_and(|r| r.contains(r#""ready":3"#))
+    });
+
+    // monitors: one made by the fork itself, cloned by SQL, each pointing at the target
+    t.exec("INSERT INTO user (id, username, password, active) VALUES (1, 'admin', 'x', 1)").await;
+    let create = format!(
+        r#"{{"name":"template","type":"http","url":"http://127.0.0.1:{}/m/0","interval":{},"node_id":"node1"}}"#,
+        target.port,
+        INTERVAL.as_secs()
+    );
+    let created = http_post(ports[0], "/api/v1/monitors", &create);
+    assert!(created.contains(r#""monitor_id":1"#), "{created}");
+    {
+        let columns: Vec<String> = t
+            .rows("SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'monitor' AND COLUMN_NAME NOT IN ('id', 'node_id')", 1)
+            .await
+            .into_iter()
+            .filter_map(|r| r[0].clone())
+            .map(|c| format!("`{c}`"))
+            .collect();
+        let list = columns.join(", ");
+        for id in ids {
+            for _ in 0..PER_NODE {
+                t.exec(&format!("INSERT INTO monitor ({list}, node_id) SELECT {list}, '{id}' FROM monitor WHERE id = 1")).await;
+            }
+        }
+        t.exec(&format!("UPDATE monitor SET url = CONCAT('http://127.0.0.1:{}/m/', id), name = CONCAT('m', id)", target.port)).await;
+        // the template runs on node1 with its first address until node1 reconciles it away
+        t.exec("DELETE FROM monitor WHERE id = 1").await;
+    }
+    // an operator's first reconcile, as kuma-cluster would push it: clear of
+    // the nodes' minute cron (80 starts take about 16 s), all three at once
+    sleep_until_second(3, 25);
+    let pushes: Vec<_> = ports.iter().map(|&port| std::thread::spawn(move || http_post(port, "/api/v1/reconcile-monitors", ""))).collect();
+    for push in pushes {
+        let answer = push.join().unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let home: HashMap<u32, usize> = (2..=(3 * PER_NODE + 1) as u32).map(|m| (m, (m as usize - 2) / PER_NODE)).collect();
+
+    // a settled baseline: each monitor checked by its home process only
+    let settled = Instant::now() + INTERVAL;
+    std::thread::sleep(INTERVAL * 2 + Duration::from_secs(2));
+    let checks = target.checks();
+    let node_pids = pids(&nodes);
+    let last = last_checker(&checks, settled);
+    assert_eq!(last.len(), 3 * PER_NODE, "every monitor is checked");
+    assert!(last.iter().all(|(m, pid)| node_pids[home[m]] == *pid), "each on its home node");
+    assert_eq!(doubles(&checks, settled, Instant::now()), BTreeSet::new());
+
+    // kill node2 at second 40 of the minute: its reconcile waves must dodge the cron
+    sleep_until_second(40, 41);
+    let killed = Instant::now();
+    drop(nodes[1].take());
+    let survivors = pids(&nodes);
+    let moved: BTreeSet<u32> = home.iter().filter(|(_, h)| **h == 1).map(|(m, _)| *m).collect();
+    wait(Duration::from_secs(180), "node2's monitors checked by a survivor", || {
+        let checks = target.checks();
+        let first: HashMap<u32, Instant> =
+            checks.iter().rev().filter(|c| c.at >= killed && moved.contains(&c.monitor)).map(|c| (c.monitor, c.at)).collect();
+        first.len() == moved.len()
+    });
+    let checks = target.checks();
+    let mut gaps: Vec<Duration> = moved
+        .iter()
+        .filter_map(|m| checks.iter().find(|c| c.monitor == *m && c.at >= killed && survivors.contains(&c.pid)))
+        .map(|c| c.at.duration_since(killed))
+        .collect();
+    gaps.sort();
+    eprintln!(
+        "failover of {} monitors onto 2 real nodes: gap p50 {:?}, p90 {:?}, max {:?} (lower bound: detection + {} ÷ 5/s = {} s)",
+        moved.len(),
+        percentile(&gaps, 0.5),
+        percentile(&gaps, 0.9),
+        gaps.last().unwrap(),
+        moved.len() / 2,
+        moved.len() / 2 / 5
+    );
+    std::thread::sleep(INTERVAL * 2);
+    let after = Instant::now() - INTERVAL;
+    let checks = target.checks();
+    assert_eq!(doubles(&checks, killed, Instant::now()), BTreeSet::new(), "no monitor checked twice during the failover");
+    let last = last_checker(&checks, after);
+    assert_eq!(last.len(), 3 * PER_NODE, "every monitor is checked after the failover");
+    assert!(last.values().all(|pid| survivors.contains(pid)), "only live processes check");
+
+    // node2 comes back: its monitors return in waves
+    nodes[1] = Some(start_node(&fork, &data(1), "node2", ports[1], &db, false));
+    let back = Instant::now();
+    *target.pids.lock().unwrap() = pids(&nodes);
+    let node2 = nodes[1].as_ref().unwrap().0.id();
+    wait(Duration::from_secs(240), "node2 checks its monitors again", || {
+        let last = last_checker(&target.checks(), Instant::now() - INTERVAL);
+        moved.iter().all(|m| last.get(m) == Some(&node2))
+    });
+    eprintln!("revert of {} monitors to node2 took {:?} after its restart", moved.len(), back.elapsed());
+    std::thread::sleep(INTERVAL * 2);
+    let checks = target.checks();
+    assert_eq!(doubles(&checks, back, Instant::now()), BTreeSet::new(), "no monitor checked twice during the revert");
+    let last = last_checker(&checks, Instant::now() - INTERVAL);
+    let node_pids = pids(&nodes);
+    assert!(last.iter().all(|(m, pid)| node_pids[home[m]] == *pid), "each back on its home node");
+    t.drop_db().await;
+    });
+}
+
+/// Sleeps until the wall clock is between second `from` and `to` of a minute.
+fn sleep_until_second(from: u64, to: u64) {
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as u64 % 60_000;
+    if !(from * 1000..to * 1000).contains(&now) {
+        std::thread::sleep(Duration::from_millis((from * 1000 + 60_000 - now) % 60_000));
+    }
+}
+
+/// A POST to a node with the fork's Authorization; the whole raw answer.
+fn http_post(port: u16, path: &str, body: &str) -> String {
+    use std::io::Read;
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: {NODE_AUTH}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
