@@ -1,118 +1,185 @@
-//! The monitoring gap end to end with real processes, default settings: 4000
-//! monitors on 5 `kuma-cluster sim-node` processes (each with Kuma's one-minute
-//! reconcile cron) and `kuma-cluster serve`, on MariaDB. One node is killed with
-//! SIGKILL, then restarted. Measured from the kill (or restart):
-//!   detection   until kuma-cluster reports the node down (or up),
-//!   transaction the decision that moved the monitors, read to commit,
-//!   gap         until every moved monitor runs on its new node, exactly once.
-//! Once with the reconcile push, once without (the nodes refuse the push, so
-//! only their cron picks the moves up).
+//! Failover and revert at the seed's scale, at the real nodes' pace: 4000
+//! monitors on 5 `kuma-cluster sim-node` processes (speed 1: about 5 starts a
+//! second, the minute cron on their clocks) and `kuma-cluster serve` with
+//! default settings, on MariaDB. sim1 (800 monitors) is killed with SIGKILL at
+//! second 40 of a minute, then restarted. The nodes' `/api/v1/running` is
+//! polled every 100 ms; it says when each copy started. Reported:
+//! - failover: the gap from the kill to each moved monitor's start on its new
+//!   node (p50, p90, max), next to its lower bound, detection + 200 ÷ 5/s;
+//! - revert: how long each monitor ran nowhere between its stop on a survivor
+//!   and its start on sim1, and when the last survivor had stopped them;
+//! - doubles: monitors seen with two running copies, on one node or two.
 //!
 //!     cargo bench --bench failover_gap            (MariaDB from KC_TEST_MARIADB_URL)
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::{http_json, poll_until, run_exactly_once, running_at, sim_process, Process, TestDb};
-use std::collections::BTreeSet;
+use common::{http_json, poll_until, sim_process, Process, TestDb};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 const NODES: usize = 5;
 const PER_NODE: usize = 800;
+/// Starts a node does in one push clear of its minute cron.
+const BATCH: usize = 250;
 const NODE_AUTH: &str = "Bearer gap-node-secret";
 const TOKEN: &str = "gap-operations-token-0123";
-const LIMIT: Duration = Duration::from_secs(180);
+const LIMIT: Duration = Duration::from_secs(600);
 
-struct Phase {
-    detection: Duration,
-    transaction_ms: u64,
-    gap: Duration,
+fn wall_ms() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
-/// Waits for the node's state and for the decision that moved `moved` monitors.
-fn observe(listen: &str, node: usize, state: &str, field: &str, moved: usize, done: impl Fn() -> bool) -> Phase {
-    let start = Instant::now();
-    let id = format!("sim{}", node + 1);
-    let detection = poll_until(LIMIT, || {
-        http_json(listen, "GET", "/lb/node-status", Some(TOKEN)).is_some_and(|s| {
-            s["nodes"].as_array().into_iter().flatten().any(|n| n["node_id"] == id.as_str() && n["state"] == state)
+/// Each node's running monitors: id → (copies, start time in epoch ms).
+fn snapshot(hosts: &[&str]) -> Vec<Option<HashMap<u32, (u64, i64)>>> {
+    hosts
+        .iter()
+        .map(|host| {
+            let body = http_json(host, "GET", "/api/v1/running", None)?;
+            Some(
+                body["monitors"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|m| {
+                        let since = chrono::DateTime::parse_from_rfc3339(m["since"].as_str()?).ok()?.timestamp_millis();
+                        Some((m["id"].as_u64()? as u32, (m["copies"].as_u64()?, since)))
+                    })
+                    .collect(),
+            )
         })
-    })
-    .expect("the supervisor saw the node change");
-    let mut transaction_ms = 0;
-    poll_until(LIMIT, || {
-        let s = http_json(listen, "GET", "/lb/system-status", Some(TOKEN));
-        let last = s.as_ref().map(|s| &s["supervisor"]["last_decision"]);
-        match last {
-            Some(d) if d[field].as_u64() == Some(moved as u64) => {
-                transaction_ms = d["duration_ms"].as_u64().unwrap_or(0);
-                true
-            }
-            _ => false,
-        }
-    })
-    .expect("the decision that moved the monitors");
-    poll_until(LIMIT, done).expect("every moved monitor runs, exactly once");
-    Phase { detection, transaction_ms, gap: start.elapsed() }
+        .collect()
 }
 
-fn run(t: &TestDb, push: bool) -> (Phase, Phase) {
-    let ports: Vec<u16> = (0..NODES).map(|_| common::free_port()).collect();
-    let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let mut sims: Vec<Option<Process>> =
-        (0..NODES).map(|i| Some(sim_process(&format!("sim{}", i + 1), ports[i], &t.url, NODE_AUTH, 1.0))).collect();
-    let listen = format!("127.0.0.1:{}", common::free_port());
-    let mut cluster = Command::new(env!("CARGO_BIN_EXE_kuma-cluster"));
-    cluster
-        .arg("serve")
-        .env("KUMA_CLUSTER__DATABASE__URL", &t.url)
-        .env("KUMA_CLUSTER__SERVER__LISTEN", &listen)
-        .env("KUMA_CLUSTER__API__TOKENS", TOKEN)
-        .env("KUMA_CLUSTER__PLACEMENT__LIMIT_PER_NODE", "2000")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null());
-    if push {
-        cluster.env("KUMA_CLUSTER__NODES__AUTH_HEADER", NODE_AUTH);
+/// Monitors with more than one running copy across the nodes.
+fn doubled(snap: &[Option<HashMap<u32, (u64, i64)>>]) -> BTreeSet<u32> {
+    let mut copies: BTreeMap<u32, u64> = BTreeMap::new();
+    for node in snap.iter().flatten() {
+        for (id, (c, _)) in node {
+            *copies.entry(*id).or_default() += c;
+        }
     }
-    let _cluster = Process(cluster.spawn().unwrap());
-    poll_until(LIMIT, || common::http_get(&listen, "/lb/available-nodes").is_some_and(|r| r.contains(r#""ready":5"#)))
-        .expect("five ready nodes");
-    let active: BTreeSet<u32> = (1..=(NODES * PER_NODE) as u32).collect();
-    let all: Vec<&str> = hosts.iter().map(String::as_str).collect();
-    poll_until(LIMIT, || run_exactly_once(&all, &active)).expect("a settled cluster");
-    std::thread::sleep(Duration::from_secs(3));
+    copies.into_iter().filter(|(_, c)| *c > 1).map(|(id, _)| id).collect()
+}
 
-    drop(sims[0].take());
-    let failover = observe(&listen, 0, "down", "displaced", PER_NODE, || run_exactly_once(&all[1..], &active));
-    sims[0] = Some(sim_process("sim1", ports[0], &t.url, NODE_AUTH, 1.0));
-    let home: BTreeSet<u32> = (1..=PER_NODE as u32).collect();
-    let revert = observe(&listen, 0, "up", "reverted", PER_NODE, || {
-        running_at(&hosts[0]).is_some_and(|r| r.into_iter().collect::<BTreeSet<_>>() == home) && run_exactly_once(&all, &active)
-    });
-    (failover, revert)
+fn percentiles(mut values: Vec<i64>) -> String {
+    values.sort();
+    let at = |p: f64| values[((values.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0;
+    format!("p50 {:.1} s, p90 {:.1} s, max {:.1} s", at(0.5), at(0.9), at(1.0))
 }
 
 fn main() {
     std::env::set_var("KC_REQUIRE_MARIADB", "1");
     common::run(async {
-        for push in [true, false] {
-            let t = TestDb::mariadb().await.expect("MariaDB is required");
-            t.migrate().await;
-            for i in 1..=NODES {
-                t.add_monitors(&format!("sim{i}"), PER_NODE).await;
-            }
-            let (failover, revert) = run(&t, push);
-            let label = if push { "with the reconcile push" } else { "without the push (node cron only)" };
-            for (name, p) in [("failover", failover), ("revert", revert)] {
-                println!(
-                    "{label}, {name}: detection {:.2} s, transaction {} ms, gap {:.2} s",
-                    p.detection.as_secs_f64(),
-                    p.transaction_ms,
-                    p.gap.as_secs_f64()
-                );
-            }
-            t.drop_db().await;
+        let t = TestDb::mariadb().await.expect("MariaDB is required");
+        t.migrate().await;
+        for i in 1..=NODES {
+            t.add_monitors(&format!("sim{i}"), PER_NODE).await;
         }
+        // paused first, resumed in waves the nodes can start before their cron
+        t.exec("UPDATE monitor SET active = 0").await;
+        let ports: Vec<u16> = (0..NODES).map(|_| common::free_port()).collect();
+        let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let all: Vec<&str> = hosts.iter().map(String::as_str).collect();
+        let mut sims: Vec<Option<Process>> =
+            (0..NODES).map(|i| Some(sim_process(&format!("sim{}", i + 1), ports[i], &t.url, NODE_AUTH, 1.0))).collect();
+        let listen = format!("127.0.0.1:{}", common::free_port());
+        let _cluster = Process(
+            Command::new(env!("CARGO_BIN_EXE_kuma-cluster"))
+                .arg("serve")
+                .env("KUMA_CLUSTER__DATABASE__URL", &t.url)
+                .env("KUMA_CLUSTER__SERVER__LISTEN", &listen)
+                .env("KUMA_CLUSTER__API__TOKENS", TOKEN)
+                .env("KUMA_CLUSTER__NODES__AUTH_HEADER", NODE_AUTH)
+                .env("KUMA_CLUSTER__PLACEMENT__LIMIT_PER_NODE", "2000")
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        poll_until(LIMIT, || common::http_get(&listen, "/lb/available-nodes").is_some_and(|r| r.contains(r#""ready":5"#)))
+            .expect("five ready nodes");
+        for wave in 0..PER_NODE.div_ceil(BATCH) {
+            let (low, high) = (wave * BATCH, ((wave + 1) * BATCH).min(PER_NODE));
+            // resumed only inside the window, or the nodes' cron would start them too
+            common::sleep_until_second(3, 6);
+            t.exec(&format!("UPDATE monitor SET active = 1 WHERE (id - 1) % {PER_NODE} >= {low} AND (id - 1) % {PER_NODE} < {high}")).await;
+            common::push_reconciles(&hosts, NODE_AUTH);
+        }
+        let active: BTreeSet<u32> = (1..=(NODES * PER_NODE) as u32).collect();
+        poll_until(LIMIT, || common::run_exactly_once(&all, &active)).expect("a settled cluster");
+
+        common::sleep_until_second(40, 41);
+        let kill = wall_ms();
+        drop(sims[0].take());
+        let moved: BTreeSet<u32> = (1..=PER_NODE as u32).collect();
+        let mut started: HashMap<u32, i64> = HashMap::new();
+        let mut doubles: BTreeSet<u32> = BTreeSet::new();
+        poll_until(LIMIT, || {
+            let snap = snapshot(&all[1..]);
+            doubles.extend(doubled(&snap));
+            for node in snap.iter().flatten() {
+                for (id, (_, since)) in node {
+                    if moved.contains(id) {
+                        started.entry(*id).or_insert(*since);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            started.len() == moved.len()
+        })
+        .expect("sim1's monitors run elsewhere");
+        let detection = http_json(&listen, "GET", "/lb/events?per_page=500", Some(TOKEN))
+            .and_then(|e| {
+                e["items"].as_array()?.iter().find(|e| e["kind"] == "node_down").and_then(|e| {
+                    chrono::DateTime::parse_from_rfc3339(e["created_at"].as_str()?).ok().map(|t| t.timestamp_millis() - kill)
+                })
+            })
+            .unwrap_or(0);
+        let gaps: Vec<i64> = started.values().map(|s| s - kill).collect();
+        println!(
+            "failover of {PER_NODE} monitors from 1 of {NODES} nodes: gap {}; lower bound {:.1} s (detection {:.1} s + {} ÷ 5/s); doubles {}",
+            percentiles(gaps),
+            detection as f64 / 1000.0 + (PER_NODE / (NODES - 1)) as f64 / 5.0,
+            detection as f64 / 1000.0,
+            PER_NODE / (NODES - 1),
+            doubles.len()
+        );
+
+        sims[0] = Some(sim_process("sim1", ports[0], &t.url, NODE_AUTH, 1.0));
+        let restart = wall_ms();
+        let mut stopped: HashMap<u32, i64> = HashMap::new();
+        let mut home: HashMap<u32, i64> = HashMap::new();
+        let mut doubles: BTreeSet<u32> = BTreeSet::new();
+        poll_until(LIMIT, || {
+            let snap = snapshot(&all);
+            let now = wall_ms();
+            doubles.extend(doubled(&snap));
+            let elsewhere: BTreeSet<u32> = snap[1..].iter().flatten().flat_map(|n| n.keys().copied()).collect();
+            for id in &moved {
+                if !elsewhere.contains(id) {
+                    stopped.entry(*id).or_insert(now);
+                }
+            }
+            if let Some(sim1) = &snap[0] {
+                for (id, (_, since)) in sim1 {
+                    home.entry(*id).or_insert(*since);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            home.len() == moved.len() && stopped.len() == moved.len()
+        })
+        .expect("sim1 runs its monitors again");
+        let unchecked: Vec<i64> = moved.iter().map(|id| (home[id] - stopped[id]).max(0)).collect();
+        let last_stop = stopped.values().max().unwrap() - restart;
+        println!(
+            "revert of {PER_NODE} monitors to sim1: unchecked between old stop and new start {}; last old copy stopped {:.1} s after the restart; all home {:.1} s after it; doubles {}",
+            percentiles(unchecked),
+            last_stop as f64 / 1000.0,
+            (home.values().max().unwrap() - restart) as f64 / 1000.0,
+            doubles.len()
+        );
+        t.drop_db().await;
     });
 }

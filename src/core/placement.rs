@@ -74,6 +74,9 @@ pub struct NodeView {
     /// New active monitors it may be given in this decision: its reconcile must
     /// end before its next cron (see `core::waves`). `usize::MAX` is no bound.
     pub budget: usize,
+    /// The part of `budget` that monitors leaving a live node may take: they
+    /// are stopped there before they start here, so they need more time.
+    pub handover_budget: usize,
 }
 
 impl NodeView {
@@ -275,7 +278,10 @@ pub fn plan(view: &ClusterView) -> Plan {
             if !(node.ready() && node.stable && node.settled) || m.effective() == Some(node.id.as_str()) {
                 continue;
             }
-            if m.active && (loads[o] >= node.limit || gained[o] >= node.budget) {
+            // an urgent one leaves a node that cannot run it; the others leave a
+            // live node, which stops them first
+            let budget = if urgent { node.budget } else { node.handover_budget };
+            if m.active && (loads[o] >= node.limit || gained[o] >= budget) {
                 continue;
             }
             if m.active {
@@ -309,7 +315,9 @@ pub fn plan(view: &ClusterView) -> Plan {
             plan.stranded.push(m.id);
             continue;
         }
-        let open: Vec<usize> = candidates.iter().copied().filter(|&i| gained[i] < view.nodes[i].budget).collect();
+        // a drained node still runs them, and stops them first
+        let budget = |n: &NodeView| if reason == Reason::Drain { n.handover_budget } else { n.budget };
+        let open: Vec<usize> = candidates.iter().copied().filter(|&i| gained[i] < budget(&view.nodes[i])).collect();
         let Some(target) = pick_target(&open, &loads, &view.nodes) else {
             plan.deferred += 1;
             continue;
@@ -366,7 +374,8 @@ pub fn plan_rebalance(view: &ClusterView, max_moves: Option<usize>, from_scratch
     }
     let mut moves = 0;
     let mut gained = vec![0usize; view.nodes.len()];
-    let room = |gained: &[usize], i: usize| gained[i] < view.nodes[i].budget;
+    // rebalanced monitors leave a live node, which stops them first
+    let room = |gained: &[usize], i: usize| gained[i] < view.nodes[i].handover_budget;
     if from_scratch {
         for k in (0..view.monitors.len()).filter(|&k| free(k)) {
             let home = node_of(view.monitors[k].home.as_deref());
@@ -471,7 +480,16 @@ mod tests {
     use proptest::prelude::*;
 
     fn node(id: &str, health: Health) -> NodeView {
-        NodeView { id: id.into(), health, enabled: true, stable: true, settled: true, limit: 1000, budget: usize::MAX }
+        NodeView {
+            id: id.into(),
+            health,
+            enabled: true,
+            stable: true,
+            settled: true,
+            limit: 1000,
+            budget: usize::MAX,
+            handover_budget: usize::MAX,
+        }
     }
 
     fn at_home(id: MonitorId, home: &str) -> MonitorView {
@@ -728,6 +746,7 @@ mod tests {
                     settled: !unsettled,
                     limit,
                     budget: usize::MAX,
+                    handover_budget: usize::MAX,
                 })
                 .collect();
             // indexes past n name nodes that are not in the view
@@ -763,9 +782,10 @@ mod tests {
     /// A view whose nodes each may gain only a few monitors (at least `least`)
     /// in this decision.
     fn arb_budgeted_view(least: usize) -> impl Strategy<Value = ClusterView> {
-        (arb_view(), prop::collection::vec(least..6, 7)).prop_map(|(mut view, budgets)| {
+        (arb_view(), prop::collection::vec(least..6, 7)).prop_map(move |(mut view, budgets)| {
             for (n, b) in view.nodes.iter_mut().zip(budgets) {
                 n.budget = b;
+                n.handover_budget = (b * 2 / 3).max(least).min(b);
             }
             view
         })
@@ -862,8 +882,17 @@ mod tests {
                 } else {
                     view.nodes.iter().filter(|n| n.ready()).collect()
                 };
+                // a monitor leaving a dead node waits only while every candidate is
+                // full; one leaving a drained node, while every one is full for handovers
+                let failover_waits = view.monitors.iter().any(|m| {
+                    m.active
+                        && !plan.moves.iter().any(|mv| mv.monitor == m.id)
+                        && health_of(&view, m.effective()).is_none_or(|n| n.health == Health::Down)
+                });
                 for n in candidates {
-                    prop_assert_eq!(gains.get(&n.id).copied().unwrap_or(0), n.budget, "{} had room while monitors waited", n.id);
+                    let gained = gains.get(&n.id).copied().unwrap_or(0);
+                    let full = if failover_waits { n.budget } else { n.handover_budget };
+                    prop_assert!(gained >= full, "{} had room ({gained} of {full}) while monitors waited", n.id);
                 }
             }
         }

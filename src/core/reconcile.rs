@@ -20,6 +20,8 @@ pub struct NodeInput {
     pub settled: bool,
     /// New active monitors it may be given in this decision (`core::waves`).
     pub budget: usize,
+    /// The part of `budget` for monitors leaving live nodes.
+    pub handover_budget: usize,
     /// The health the last committed decision saw: a status row that differs
     /// while health has not changed since was rewritten by the node itself.
     pub decided: Health,
@@ -27,7 +29,7 @@ pub struct NodeInput {
 
 impl NodeInput {
     pub const UNKNOWN: NodeInput =
-        NodeInput { health: Health::Unknown, stable: false, settled: false, budget: 0, decided: Health::Unknown };
+        NodeInput { health: Health::Unknown, stable: false, settled: false, budget: 0, handover_budget: 0, decided: Health::Unknown };
 }
 
 /// An operator's request, decided and written in one transaction with
@@ -94,6 +96,8 @@ pub enum Refusal {
     NodeHoldsMonitors(String, usize),
     #[error("node {0:?} is defined in the configuration; remove it there")]
     Configured(String),
+    #[error("node {node:?} can start only {budget} more monitors before its next cron; move fewer, or again in a minute")]
+    OverBudget { node: String, budget: usize },
 }
 
 pub struct Inputs<'a> {
@@ -392,6 +396,7 @@ fn view_of(
                     settled: i.settled,
                     limit: inputs.limit,
                     budget: i.budget,
+                    handover_budget: i.handover_budget,
                 }
             })
             .collect(),
@@ -434,6 +439,16 @@ fn manual_moves(
     let missing: Vec<MonitorId> = monitors.iter().copied().filter(|id| !position.contains_key(id)).collect();
     if !missing.is_empty() {
         return Err(Refusal::UnknownMonitors(missing));
+    }
+    // its reconcile must end before its next cron, like any wave's
+    let starts = monitors
+        .iter()
+        .map(|id| &view.monitors[position[id]])
+        .filter(|m| m.active && m.effective() != Some(to.as_str()))
+        .count();
+    // the monitors leave live nodes (or none): they are handovers
+    if starts > target.handover_budget {
+        return Err(Refusal::OverBudget { node: to.clone(), budget: target.handover_budget });
     }
     let moves: Vec<Move> = monitors
         .iter()
@@ -634,11 +649,11 @@ mod tests {
     }
 
     fn up() -> NodeInput {
-        NodeInput { health: Health::Up, stable: true, settled: true, budget: usize::MAX, decided: Health::Unknown }
+        NodeInput { health: Health::Up, stable: true, settled: true, budget: usize::MAX, handover_budget: usize::MAX, decided: Health::Unknown }
     }
 
     fn down() -> NodeInput {
-        NodeInput { health: Health::Down, stable: true, settled: false, budget: 0, decided: Health::Unknown }
+        NodeInput { health: Health::Down, stable: true, settled: false, budget: 0, handover_budget: 0, decided: Health::Unknown }
     }
 
     fn decide_with(rows: &ClusterRows, nodes: &[(&str, NodeInput)], started: bool) -> Decision {
@@ -731,5 +746,17 @@ mod tests {
         assert!(kinds.contains(&"node_status_restored") && !kinds.contains(&"node_down"), "{kinds:?}");
         let newly_down = decide_with(&r, &[("a", down()), ("b", up())], true);
         assert!(newly_down.changes.events.iter().any(|e| e.kind == "node_down"));
+    }
+
+    #[test]
+    fn a_manual_move_larger_than_the_targets_budget_is_refused() {
+        let nodes: HashMap<String, NodeInput> =
+            [("a".to_string(), up()), ("b".to_string(), NodeInput { budget: 2, handover_budget: 1, ..up() })].into();
+        let command = Command::Move { monitors: vec![1, 2], to: "b".into(), pin: false };
+        let inputs = Inputs { nodes: &nodes, static_nodes: &[], limit: 1000, started: true, setup_complete: true, command: Some(&command) };
+        assert_eq!(decide(&rows(), &inputs).unwrap_err(), Refusal::OverBudget { node: "b".into(), budget: 1 });
+        let one = Command::Move { monitors: vec![1, 3], to: "b".into(), pin: false };
+        let inputs = Inputs { command: Some(&one), ..inputs };
+        assert_eq!(decide(&rows(), &inputs).unwrap().changes.moves.len(), 2, "monitor 3 is on b already: one start");
     }
 }

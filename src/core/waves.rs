@@ -47,15 +47,25 @@ impl Pace {
     /// New monitors a node may be given now. `busy`: a reconcile of ours runs on
     /// it, or may still run.
     pub fn budget(&self, now_ms: i64, busy: bool) -> usize {
-        let into = self.into_period(now_ms);
-        if busy || into < self.margin_ms() {
+        if busy || self.into_period(now_ms) < self.margin_ms() {
             return 0;
         }
-        let left_ms = self.period_ms() - self.margin_ms() - into;
-        if left_ms <= 0 {
-            return 0;
-        }
-        (left_ms as f64 / 1000.0 * self.start_rate).floor() as usize
+        (self.time_left(now_ms).as_secs_f64() * self.start_rate).floor() as usize
+    }
+
+    /// New monitors a node may be given now by handovers from live nodes: the
+    /// old owners stop them first (Kuma stops about twice as fast as it
+    /// starts), then this node starts them, all before its next cron. Two
+    /// thirds of [`Pace::budget`].
+    pub fn handover_budget(&self, now_ms: i64, busy: bool) -> usize {
+        self.budget(now_ms, busy) * 2 / 3
+    }
+
+    /// Time from `now_ms` until the margin before the node's next cron tick:
+    /// a reconcile started now must end within it.
+    pub fn time_left(&self, now_ms: i64) -> Duration {
+        let left_ms = self.period_ms() - self.margin_ms() - self.into_period(now_ms);
+        Duration::from_millis(left_ms.max(0) as u64)
     }
 
     /// Time until a node that is not busy has a budget again; zero when it has
@@ -91,6 +101,24 @@ mod tests {
 
     fn kuma() -> Pace {
         Pace { start_rate: 5.0, cron_period: Duration::from_secs(60), margin: Duration::from_secs(3) }
+    }
+
+    #[test]
+    fn the_time_left_ends_at_the_margin_before_the_next_cron() {
+        let pace = kuma();
+        assert_eq!(pace.time_left(MINUTE * 10 + 30_000), Duration::from_secs(27));
+        assert_eq!(pace.time_left(MINUTE * 10 + 58_000), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_handover_leaves_room_for_the_old_owners_to_stop_first() {
+        let pace = kuma();
+        let now = MINUTE * 10 + 30_000;
+        let n = pace.handover_budget(now, false);
+        assert_eq!(n, 90);
+        // one old owner stopping all of them at 10/s, then the starts at 5/s
+        let stop_then_start = Duration::from_secs_f64(n as f64 / 10.0) + pace.reconcile_time(n);
+        assert!(stop_then_start <= pace.time_left(now), "{stop_then_start:?}");
     }
 
     #[test]

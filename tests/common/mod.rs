@@ -496,11 +496,19 @@ pub fn http_get(addr: &str, path: &str) -> Option<String> {
 /// A blocking bodiless request, optionally with a bearer token; the whole raw
 /// response, or `None` when nothing answers.
 pub fn http_request(addr: &str, method: &str, path: &str, token: Option<&str>) -> Option<String> {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("Authorization", b.as_str())).collect();
+    http_request_with(addr, method, path, &headers, Duration::from_secs(5))
+}
+
+/// A blocking bodiless request with `headers`, waiting up to `timeout` for the
+/// answer; the whole raw response, or `None` when nothing answers.
+pub fn http_request_with(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], timeout: Duration) -> Option<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n").ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n").ok()?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).ok()?;
     Some(String::from_utf8_lossy(&response).into_owned())
@@ -637,4 +645,32 @@ pub fn run_exactly_once(hosts: &[&str], expected: &std::collections::BTreeSet<u3
         }
     }
     &seen == expected
+}
+
+/// Sleeps until this machine's clock is between second `from` and `to` of a
+/// minute: the nodes' minute cron is at second 0 of theirs.
+pub fn sleep_until_second(from: u64, to: u64) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64 % 60_000;
+    if !(from * 1000..to * 1000).contains(&now) {
+        std::thread::sleep(Duration::from_millis((from * 1000 + 60_000 - now) % 60_000));
+    }
+}
+
+/// Asks every node at `hosts` to reconcile, all at once, as kuma-cluster pushes:
+/// with `auth`, waiting for each answer (it comes when the reconcile is done).
+pub fn push_reconciles(hosts: &[String], auth: &str) {
+    let pushes: Vec<_> = hosts
+        .iter()
+        .map(|host| {
+            let (host, auth) = (host.clone(), auth.to_owned());
+            std::thread::spawn(move || {
+                let headers = [("Authorization", auth.as_str())];
+                http_request_with(&host, "POST", "/api/v1/reconcile-monitors", &headers, Duration::from_secs(180))
+            })
+        })
+        .collect();
+    for push in pushes {
+        let answer = push.join().unwrap().unwrap_or_default();
+        assert!(answer.starts_with("HTTP/1.1 200"), "a node reconciled: {answer}");
+    }
 }

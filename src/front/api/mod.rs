@@ -68,7 +68,8 @@ impl ResponseError for ApiError {
                 | Refusal::NotStarted
                 | Refusal::NodeExists(_)
                 | Refusal::NodeHoldsMonitors(..)
-                | Refusal::Configured(_),
+                | Refusal::Configured(_)
+                | Refusal::OverBudget { .. },
             ) => StatusCode::CONFLICT,
         }
     }
@@ -90,6 +91,7 @@ impl ResponseError for ApiError {
             ApiError::Refused(Refusal::NodeExists(_)) => "node_exists",
             ApiError::Refused(Refusal::NodeHoldsMonitors(..)) => "node_holds_monitors",
             ApiError::Refused(Refusal::Configured(_)) => "node_in_config",
+            ApiError::Refused(Refusal::OverBudget { .. }) => "node_busy",
         };
         error(self.status_code(), code, self.to_string())
     }

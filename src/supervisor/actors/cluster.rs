@@ -7,6 +7,7 @@
 use crate::config::{HealthSettings, Settings};
 use crate::core::health::{FlapDamper, Health};
 use crate::core::model::{NewEvent, NodeSpec};
+use crate::core::placement::Move;
 use crate::core::reconcile::{self, Command, Decision, DecisionSummary, Inputs, NodeInput, RebalanceReport, Refusal};
 use crate::core::routing::RoutingTable;
 use crate::metrics::Metrics;
@@ -18,14 +19,14 @@ use crate::supervisor::clock::Clock;
 use crate::supervisor::probe::Probe;
 use crate::supervisor::publisher::RoutingPublisher;
 use crate::supervisor::push::{PushError, ReconcilePush};
-use crate::supervisor::pushes::{Ask, Pushes};
+use crate::supervisor::pushes::{Ask, Handovers, Pushes};
 use crate::supervisor::queue::{DecisionQueue, Next, Outcome};
 use crate::supervisor::reports::FrontReport;
 use crate::supervisor::store::{self, StoreError};
 use actix::prelude::*;
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,11 +78,20 @@ impl Message for Reported {
 /// A reconcile push to this node ended (`Ok`), or failed.
 struct PushEnded {
     node_id: String,
+    /// Its number among the pushes to the node.
+    push: u64,
     starts: usize,
     result: Result<(), PushError>,
 }
 
 impl Message for PushEnded {
+    type Result = ();
+}
+
+/// A held push to a new owner may have reached its deadline.
+struct HandoverDue;
+
+impl Message for HandoverDue {
     type Result = ();
 }
 
@@ -229,6 +239,7 @@ pub struct ClusterActor {
     metrics: Arc<Metrics>,
     push: Rc<ReconcilePush>,
     pushes: Pushes,
+    handovers: Handovers,
     pace: Pace,
     members: BTreeMap<String, Member>,
     /// What the nodes' schema still lacks: `None` until first looked at, then
@@ -273,6 +284,7 @@ impl ClusterActor {
             static_nodes: Arc::new(settings.nodes.static_nodes.iter().map(|s| s.spec()).collect()),
             push: Rc::new(ReconcilePush::new(settings.nodes.auth_header.clone())),
             pushes: Pushes::default(),
+            handovers: Handovers::default(),
             pace: settings.nodes.pace,
             settings,
             clock: deps.clock,
@@ -306,8 +318,21 @@ impl ClusterActor {
         let settled = stable
             && member.health == Health::Up
             && member.up_since.is_some_and(|t| now.saturating_duration_since(t) >= self.settings.cluster.hold_down);
-        let budget = self.pace.budget(self.clock.wall_ms() + member.offset_ms, self.pushes.busy(id, now));
-        NodeInput { health: member.health, stable, settled, budget, decided: member.decided }
+        let (node_ms, busy) = (self.clock.wall_ms() + member.offset_ms, self.busy(id, now));
+        NodeInput {
+            health: member.health,
+            stable,
+            settled,
+            budget: self.pace.budget(node_ms, busy),
+            handover_budget: self.pace.handover_budget(node_ms, busy),
+            decided: member.decided,
+        }
+    }
+
+    /// A reconcile of ours may run on `node`, or its push is held for a
+    /// handover: it takes no new work.
+    fn busy(&self, node: &str, now: Instant) -> bool {
+        self.pushes.busy(node, now) || self.handovers.holds(node)
     }
 
     /// Asks `node` to reconcile a change that starts `starts` monitors there,
@@ -335,9 +360,9 @@ impl ClusterActor {
         };
         member.actor.do_send(Grace(true));
         let timeout = self.settings.nodes.reconcile_timeout + self.pace.reconcile_time(starts) * 2;
-        let node_id = node.to_owned();
+        let (node_id, push) = (node.to_owned(), self.pushes.last(node));
         ctx.spawn(self.push.send(&host, timeout).into_actor(self).map(move |result, _, ctx| {
-            ctx.notify(PushEnded { node_id, starts, result });
+            ctx.notify(PushEnded { node_id, push, starts, result });
         }));
     }
 
@@ -487,24 +512,12 @@ impl ClusterActor {
         self.committed_table = decision.table.clone();
         self.publisher.publish(decision.table.clone());
 
-        let changes = &decision.changes;
-        // both ends of every move: the new owner starts it, the old owner stops
-        // it (a node held down that still answers stops it too; a dead one refuses)
-        let mut starts: BTreeMap<String, usize> = BTreeMap::new();
-        for mv in &changes.moves {
-            *starts.entry(mv.to.clone()).or_default() += 1;
-            if let Some(from) = &mv.from {
-                starts.entry(from.clone()).or_default();
-            }
-        }
-        for (id, count) in &starts {
-            self.push_to(id, *count, ctx);
-        }
+        self.push_moves(&decision.changes.moves, ctx);
 
         let summary = decision.summary(took.as_millis() as u64);
         self.moves += summary.moves as u64;
         self.metrics.decided(took, true);
-        for mv in &changes.moves {
+        for mv in &decision.changes.moves {
             self.metrics.moved(mv.kind.label(), 1);
         }
         if summary.wrote {
@@ -540,6 +553,43 @@ impl ClusterActor {
         summary
     }
 
+    /// Asks both ends of every move to reconcile: the old owner stops it (a node
+    /// held down that still answers stops it too; a dead one refuses), the new
+    /// one starts it. Where the old owner is alive, the new owner's push waits
+    /// until the old owner's ended, so the monitor never runs on both; but no
+    /// longer than its own reconcile still fits before its next cron.
+    fn push_moves(&mut self, moves: &[Move], ctx: &mut Context<Self>) {
+        let mut starts: BTreeMap<&str, usize> = BTreeMap::new();
+        // each old owner's stops ride on its next push, numbered before any is sent
+        let mut live_sources: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
+        for mv in moves {
+            *starts.entry(mv.to.as_str()).or_default() += 1;
+            if let Some(from) = mv.from.as_deref().filter(|f| *f != mv.to) {
+                starts.entry(from).or_default();
+                if self.members.get(from).is_some_and(|m| m.health == Health::Up && m.host.is_some()) {
+                    live_sources.entry(mv.to.as_str()).or_default().insert(from.to_owned(), self.pushes.next(from));
+                }
+            }
+        }
+        let losing: BTreeSet<String> = live_sources.values().flat_map(|s| s.keys()).cloned().collect();
+        let (now, wall) = (self.clock.now(), self.clock.wall_ms());
+        for (node, count) in starts {
+            let sources = live_sources.remove(node).filter(|_| !losing.contains(node));
+            let Some(sources) = sources else {
+                self.push_to(node, count, ctx);
+                continue;
+            };
+            let offset = self.members.get(node).map_or(0, |m| m.offset_ms);
+            let slack = self.pace.time_left(wall + offset).saturating_sub(self.pace.reconcile_time(count));
+            if slack.is_zero() {
+                self.push_to(node, count, ctx);
+                continue;
+            }
+            self.handovers.hold(node, count, sources, now + slack);
+            ctx.notify_later(HandoverDue, slack);
+        }
+    }
+
     /// Some monitors wait for a node with budget: decide again when the first
     /// ready node's window opens (a push ending also triggers a decision).
     fn next_wave(&mut self, ctx: &mut Context<Self>) {
@@ -548,7 +598,7 @@ impl ClusterActor {
         let wait = self
             .members
             .iter()
-            .filter(|(id, m)| m.health == Health::Up && !self.pushes.busy(id, now))
+            .filter(|(id, m)| m.health == Health::Up && !self.busy(id, now))
             .map(|(_, m)| self.pace.until_open(wall + m.offset_ms))
             .min();
         if let Some(wait) = wait {
@@ -814,6 +864,10 @@ impl Handler<PushEnded> for ClusterActor {
         if let Some(member) = self.members.get(&msg.node_id) {
             member.actor.do_send(Grace(false));
         }
+        // the old owner has stopped what it handed over: the new owners start it
+        for (target, starts) in self.handovers.source_done(&msg.node_id, msg.push) {
+            self.push_to(&target, starts, ctx);
+        }
         match self.pushes.finished(&msg.node_id, busy_for, now) {
             Some(starts) => self.send_push(&msg.node_id, starts, ctx),
             None => {
@@ -825,6 +879,17 @@ impl Handler<PushEnded> for ClusterActor {
         // the node may take work again: a waiting wave goes now
         if self.deferred > 0 {
             self.request(ctx, None);
+        }
+    }
+}
+
+impl Handler<HandoverDue> for ClusterActor {
+    type Result = ();
+
+    fn handle(&mut self, _: HandoverDue, ctx: &mut Self::Context) {
+        for (target, starts) in self.handovers.due(self.clock.now()) {
+            tracing::info!(node_id = %target, "old owners still busy: the new owner starts its monitors before its cron");
+            self.push_to(&target, starts, ctx);
         }
     }
 }
@@ -914,7 +979,7 @@ impl Handler<GetClusterState> for ClusterActor {
                     damped: !input.stable,
                     flap_count: m.flap.recent(),
                     held: m.held(),
-                    busy: self.pushes.busy(id, now),
+                    busy: self.busy(id, now),
                     budget: input.budget,
                 }
             })
