@@ -17,7 +17,6 @@ mod common;
 
 use common::{http_json, poll_until, sim_process, Process, TestDb};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 const NODES: usize = 5;
@@ -85,19 +84,7 @@ fn main() {
         let mut sims: Vec<Option<Process>> =
             (0..NODES).map(|i| Some(sim_process(&format!("sim{}", i + 1), ports[i], &t.url, NODE_AUTH, 1.0))).collect();
         let listen = format!("127.0.0.1:{}", common::free_port());
-        let _cluster = Process(
-            Command::new(env!("CARGO_BIN_EXE_kuma-cluster"))
-                .arg("serve")
-                .env("KUMA_CLUSTER__DATABASE__URL", &t.url)
-                .env("KUMA_CLUSTER__SERVER__LISTEN", &listen)
-                .env("KUMA_CLUSTER__API__TOKENS", TOKEN)
-                .env("KUMA_CLUSTER__NODES__AUTH_HEADER", NODE_AUTH)
-                .env("KUMA_CLUSTER__PLACEMENT__LIMIT_PER_NODE", "2000")
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        let _cluster = common::serve_process(&t.url, &listen, TOKEN, NODE_AUTH, &[("KUMA_CLUSTER__PLACEMENT__LIMIT_PER_NODE", "2000")]);
         poll_until(LIMIT, || common::http_get(&listen, "/lb/available-nodes").is_some_and(|r| r.contains(r#""ready":5"#)))
             .expect("five ready nodes");
         for wave in 0..PER_NODE.div_ceil(BATCH) {

@@ -28,7 +28,16 @@ fn main() {
     let per_node = MONITORS / (NODES - 1);
     let view = ClusterView {
         nodes: (1..=NODES)
-            .map(|i| NodeView { id: format!("node{i}"), health: Health::Up, enabled: true, stable: true, settled: true, limit: 1000 })
+            .map(|i| NodeView {
+                id: format!("node{i}"),
+                health: Health::Up,
+                enabled: true,
+                stable: true,
+                settled: true,
+                limit: 1000,
+                budget: usize::MAX,
+                handover_budget: usize::MAX,
+            })
             .collect(),
         monitors: (0..MONITORS)
             .map(|k| MonitorView {

@@ -7,7 +7,6 @@ mod common;
 
 use common::{poll_until, run_exactly_once, running_at, sim_process, TestDb};
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const AUTH: &str = "Bearer e2e-node-secret";
@@ -41,22 +40,14 @@ fn killed_sim_node_process_fails_over_and_back() {
                 .expect("sim node answers");
         }
         let listen = format!("127.0.0.1:{}", common::free_port());
-        let _cluster = common::Process(
-            Command::new(env!("CARGO_BIN_EXE_kuma-cluster"))
-                .arg("serve")
-                .envs(common::sim_pace(SPEED))
-                .env("KUMA_CLUSTER__DATABASE__URL", &t.url)
-                .env("KUMA_CLUSTER__SERVER__LISTEN", &listen)
-                .env("KUMA_CLUSTER__API__TOKENS", TOKEN)
-                .env("KUMA_CLUSTER__NODES__AUTH_HEADER", AUTH)
-                .env("KUMA_CLUSTER__HEALTH__INTERVAL", "200ms")
-                .env("KUMA_CLUSTER__HEALTH__DOWN_INTERVAL", "200ms")
-                .env("KUMA_CLUSTER__CLUSTER__HOLD_DOWN", "1s")
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        let pace = common::sim_pace(SPEED);
+        let mut settings: Vec<(&str, &str)> = pace.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        settings.extend([
+            ("KUMA_CLUSTER__HEALTH__INTERVAL", "200ms"),
+            ("KUMA_CLUSTER__HEALTH__DOWN_INTERVAL", "200ms"),
+            ("KUMA_CLUSTER__CLUSTER__HOLD_DOWN", "1s"),
+        ]);
+        let _cluster = common::serve_process(&t.url, &listen, TOKEN, AUTH, &settings);
         poll_until(LIMIT, || common::http_get(&listen, "/lb/available-nodes").is_some_and(|r| r.contains(r#""ready":3"#)))
             .expect("kuma-cluster sees three ready nodes");
         let all: Vec<&str> = hosts.iter().map(String::as_str).collect();

@@ -268,18 +268,7 @@ fn real_nodes_fail_over_and_back_with_every_monitor_checked_by_exactly_one_proce
 
     // kuma-cluster first, on the empty database: it creates only its own tables
     let listen = format!("127.0.0.1:{}", free_port());
-    let _cluster = Process(
-        Command::new(env!("CARGO_BIN_EXE_kuma-cluster"))
-            .arg("serve")
-            .env("KUMA_CLUSTER__DATABASE__URL", &t.url)
-            .env("KUMA_CLUSTER__SERVER__LISTEN", &listen)
-            .env("KUMA_CLUSTER__NODES__AUTH_HEADER", NODE_AUTH)
-            .env("KUMA_CLUSTER__API__TOKENS", TOKEN)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _cluster = common::serve_process(&t.url, &listen, TOKEN, NODE_AUTH, &[]);
     wait(Duration::from_secs(30), "kuma-cluster answers, not ready", || {
         common::http_get(&listen, "/lb/ready").is_some_and(|r| r.starts_with("HTTP/1.1 503"))
     });

@@ -674,3 +674,21 @@ pub fn push_reconciles(hosts: &[String], auth: &str) {
         assert!(answer.starts_with("HTTP/1.1 200"), "a node reconciled: {answer}");
     }
 }
+
+/// A `kuma-cluster serve` process on `database`, listening on `listen`, with
+/// the API token `token`, the nodes' Authorization `node_auth` and `settings`
+/// as further `KUMA_CLUSTER__…` pairs.
+pub fn serve_process(database: &str, listen: &str, token: &str, node_auth: &str, settings: &[(&str, &str)]) -> Process {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_kuma-cluster"))
+        .arg("serve")
+        .env("KUMA_CLUSTER__DATABASE__URL", database)
+        .env("KUMA_CLUSTER__SERVER__LISTEN", listen)
+        .env("KUMA_CLUSTER__API__TOKENS", token)
+        .env("KUMA_CLUSTER__NODES__AUTH_HEADER", node_auth)
+        .envs(settings.iter().copied())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("kuma-cluster starts");
+    Process(child)
+}
