@@ -267,6 +267,7 @@ async fn a_rebalance_dry_run_changes_nothing_and_the_applied_plan_evens_load_min
     // monitor 1 is pinned where it is: it must not move
     let pin = serde_json::json!({ "monitor_ids": [1], "to_node": "node1", "pin": true });
     assert_eq!(s.post("/lb/monitors/move", Some(pin), Some(TOKEN)).await.0, StatusCode::OK);
+    s.sup.pushes_done().await;
     let before = s.footprint().await;
 
     let (status, dry) = s.post("/lb/rebalance", Some(serde_json::json!({ "dry_run": true })), Some(TOKEN)).await;
@@ -591,6 +592,8 @@ fn the_operator_cli_reads_and_steers_the_cluster_through_the_api() {
         s.sup.clock.advance(std::time::Duration::from_secs(10));
         let json: Value = serde_json::from_str(&cli.run(&Action::Undrain("node1".into()), true).await.unwrap()).unwrap();
         assert_eq!((json["state"].as_str(), json["summary"]["reverted"].as_u64()), (Some("in_service"), Some(10)));
+        // node3 takes a manual move once the pushes of that revert have ended
+        s.sup.pushes_done().await;
         assert_eq!(
             cli.run(&Action::Move { monitors: vec![1, 2], to: "node3".into(), pin: true }, false).await.unwrap(),
             "2 monitors moved to node3 (pinned)"

@@ -244,13 +244,15 @@ pub fn read_ledger<'a>(
     reading
 }
 
-/// Computes every move the cluster needs now, most urgent first:
-/// 1. monitors on a node that cannot run them, whose origin can take them back;
-/// 2. the other monitors on nodes that cannot run them (failover, drain);
-/// 3. monitors running fine elsewhere whose origin has recovered (returns).
+/// Computes every move the cluster needs now: returns to recovered origins
+/// first (those leaving a node that cannot run them before the others, and
+/// again while one return makes room for another), then moves off nodes that
+/// cannot run monitors (failover, drain).
 ///
-/// Each pass gives a node at most its remaining [`NodeView::budget`] of new
-/// active monitors; what does not fit waits for a later decision (`deferred`).
+/// A node gets at most its remaining [`NodeView::budget`] of new active
+/// monitors, and of those leaving a live node at most its
+/// [`NodeView::handover_budget`]; what does not fit waits for a later decision
+/// (`deferred`).
 pub fn plan(view: &ClusterView) -> Plan {
     let index: HashMap<&str, usize> = view.nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
     let mut loads = vec![0usize; view.nodes.len()];
@@ -267,7 +269,9 @@ pub fn plan(view: &ClusterView) -> Plan {
         current_of(m).map_or(true, |i| !view.nodes[i].ready() && view.nodes[i].health != Health::Unknown)
     };
 
+    // returns the monitors it moved back; one return can make room for another
     let revert = |urgent: bool, plan: &mut Plan, loads: &mut Vec<usize>, gained: &mut Vec<usize>, moved: &mut Vec<bool>| {
+        let before = plan.moves.len();
         for (k, m) in view.monitors.iter().enumerate() {
             if moved[k] || (m.active && cannot_run(m)) != urgent {
                 continue;
@@ -291,8 +295,11 @@ pub fn plan(view: &ClusterView) -> Plan {
             moved[k] = true;
             plan.moves.push(Move::new(m, node.id.clone(), MoveKind::Revert { closes: origin.rows.clone() }));
         }
+        plan.moves.len() > before
     };
     revert(true, &mut plan, &mut loads, &mut gained, &mut moved);
+    // a return home frees room on the node it leaves: repeat until none is left
+    while revert(false, &mut plan, &mut loads, &mut gained, &mut moved) {}
 
     let stable: Vec<usize> = (0..view.nodes.len()).filter(|&i| view.nodes[i].ready() && view.nodes[i].stable).collect();
     let candidates = if stable.is_empty() {
@@ -331,7 +338,6 @@ pub fn plan(view: &ClusterView) -> Plan {
         plan.moves.push(Move::new(m, view.nodes[target].id.clone(), MoveKind::Displace(reason)));
     }
 
-    revert(false, &mut plan, &mut loads, &mut gained, &mut moved);
     plan
 }
 

@@ -96,7 +96,7 @@ pub enum Refusal {
     NodeHoldsMonitors(String, usize),
     #[error("node {0:?} is defined in the configuration; remove it there")]
     Configured(String),
-    #[error("node {node:?} can start only {budget} more monitors before its next cron; move fewer, or again in a minute")]
+    #[error("node {node:?} can take only {budget} more monitors now (a reconcile of its is running, or its next cron is near); move fewer, or retry shortly")]
     OverBudget { node: String, budget: usize },
 }
 

@@ -562,9 +562,10 @@ impl ClusterActor {
         let mut starts: BTreeMap<&str, usize> = BTreeMap::new();
         // each old owner's stops ride on its next push, numbered before any is sent
         let mut live_sources: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
-        for mv in moves {
+        // a move to where the monitor runs already (a pin) changes no node's work
+        for mv in moves.iter().filter(|mv| mv.from.as_deref() != Some(mv.to.as_str())) {
             *starts.entry(mv.to.as_str()).or_default() += 1;
-            if let Some(from) = mv.from.as_deref().filter(|f| *f != mv.to) {
+            if let Some(from) = mv.from.as_deref() {
                 starts.entry(from).or_default();
                 if self.members.get(from).is_some_and(|m| m.health == Health::Up && m.host.is_some()) {
                     live_sources.entry(mv.to.as_str()).or_default().insert(from.to_owned(), self.pushes.next(from));
