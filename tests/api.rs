@@ -598,6 +598,7 @@ fn the_operator_cli_reads_and_steers_the_cluster_through_the_api() {
             cli.run(&Action::Move { monitors: vec![1, 2], to: "node3".into(), pin: true }, false).await.unwrap(),
             "2 monitors moved to node3 (pinned)"
         );
+        s.sup.pushes_done().await;
         let dry = cli.run(&Action::Rebalance { dry_run: true, max_moves: None }, false).await.unwrap();
         assert_eq!(dry, "dry run, would make 2 moves; load spread 4 -> 0");
 
