@@ -508,13 +508,13 @@ impl ClusterActor {
             self.started = true;
             tracing::info!(nodes = self.members.len(), "every node has a verdict; supervision begins");
         }
+        let summary = decision.summary(took.as_millis() as u64);
         self.sync_members(&decision.members, ctx);
         self.committed_table = decision.table.clone();
-        self.publisher.publish(decision.table.clone());
+        self.publisher.publish(decision.table);
 
         self.push_moves(&decision.changes.moves, ctx);
 
-        let summary = decision.summary(took.as_millis() as u64);
         self.moves += summary.moves as u64;
         self.metrics.decided(took, true);
         for mv in &decision.changes.moves {
