@@ -360,6 +360,33 @@ fn pick_target(candidates: &[usize], loads: &[usize], nodes: &[NodeView]) -> Opt
 /// possible (properties 6 to 9), at most `max_moves` of them. `from_scratch`
 /// first sends every free monitor whose home can take it back home, clearing
 /// overrides, then evens out the rest.
+/// Each eligible node's even share of the load on them, by water-filling: a
+/// node whose limit is below the share gets its limit, the others split the
+/// rest, and the heaviest of them keep the spare monitors, which needs the
+/// fewest moves. Planning again after the moves gives the same targets.
+fn even_targets(nodes: &[usize], loads: &[usize], view: &ClusterView) -> Vec<usize> {
+    let mut target = vec![0usize; view.nodes.len()];
+    let mut total: usize = nodes.iter().map(|&i| loads[i]).sum();
+    let mut by_limit = nodes.to_vec();
+    by_limit.sort_by_key(|&i| (view.nodes[i].limit, i));
+    let mut open = by_limit.as_slice();
+    while let Some((&i, rest)) = open.split_first() {
+        if view.nodes[i].limit >= total.div_ceil(open.len()) {
+            break;
+        }
+        target[i] = view.nodes[i].limit;
+        total -= view.nodes[i].limit;
+        open = rest;
+    }
+    let mut by_load = open.to_vec();
+    by_load.sort_by_key(|&i| (std::cmp::Reverse(loads[i]), i));
+    let (share, extra) = (total / by_load.len().max(1), total % by_load.len().max(1));
+    for (rank, &i) in by_load.iter().enumerate() {
+        target[i] = share + usize::from(rank < extra);
+    }
+    target
+}
+
 pub fn plan_rebalance(view: &ClusterView, max_moves: Option<usize>, from_scratch: bool) -> Vec<Move> {
     let index: HashMap<&str, usize> = view.nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
     let eligible: Vec<bool> = view.nodes.iter().map(|n| n.ready() && n.stable).collect();
@@ -398,15 +425,9 @@ pub fn plan_rebalance(view: &ClusterView, max_moves: Option<usize>, from_scratch
 
     let nodes: Vec<usize> = (0..view.nodes.len()).filter(|&i| eligible[i]).collect();
     if !nodes.is_empty() {
-        let total: usize = nodes.iter().map(|&i| loads[i]).sum();
-        let (share, extra) = (total / nodes.len(), total % nodes.len());
-        // the heaviest nodes keep the spare monitors: that needs the fewest moves
+        let target = even_targets(&nodes, &loads, view);
         let mut by_load = nodes.clone();
         by_load.sort_by_key(|&i| (std::cmp::Reverse(loads[i]), i));
-        let mut target = vec![0usize; view.nodes.len()];
-        for (rank, &i) in by_load.iter().enumerate() {
-            target[i] = (share + usize::from(rank < extra)).min(view.nodes[i].limit);
-        }
         for &from in &by_load {
             let mut candidates: Vec<usize> =
                 (0..view.monitors.len()).filter(|&k| free(k) && placed[k] == Some(from)).collect();
@@ -682,6 +703,22 @@ mod tests {
         let moves = plan_rebalance(&view, None, false);
         assert_eq!(moves.len(), 3);
         assert!(moves.iter().all(|m| m.to == "b" && m.monitor > 1));
+    }
+
+    #[test]
+    fn a_node_held_to_a_low_limit_leaves_the_rest_to_the_others_and_a_second_rebalance_moves_nothing() {
+        // a: 9, b: 3, c: 5 but limited to 3; the even split is 7, 7, 3
+        let limited = NodeView { limit: 3, ..node("c", Health::Up) };
+        let monitors: Vec<MonitorView> = (0..17)
+            .map(|i| at_home(i, match i { 0..=8 => "a", 9..=11 => "b", _ => "c" }))
+            .collect();
+        let mut view = ClusterView { nodes: vec![node("a", Health::Up), node("b", Health::Up), limited], monitors };
+        let moves = plan_rebalance(&view, None, false);
+        view.apply(&moves);
+        let loads = view.loads();
+        assert_eq!((loads["a"], loads["b"], loads["c"]), (7, 7, 3));
+        assert_eq!(moves.len(), 4, "the fewest moves");
+        assert!(plan_rebalance(&view, None, false).is_empty(), "a balanced cluster stays put");
     }
 
     #[test]
@@ -965,8 +1002,9 @@ mod tests {
             let load = |v: &ClusterView, id: &str| v.loads().get(id).copied().unwrap_or(0);
             let total: usize = eligible.iter().map(|n| load(&view, &n.id)).sum();
             let (floor, ceil) = (total / eligible.len(), total.div_ceil(eligible.len()));
-            let upper: usize = eligible.iter().map(|n| load(&view, &n.id).saturating_sub(floor)).sum();
-            prop_assert!(moves.len() <= upper, "{} moves, more than the {} above the even share", moves.len(), upper);
+            // a node over its limit sheds down to it, even below the even share
+            let upper: usize = eligible.iter().map(|n| load(&view, &n.id).saturating_sub(floor.min(n.limit))).sum();
+            prop_assert!(moves.len() <= upper, "{} moves, more than the {} above the even share or limit", moves.len(), upper);
             let limited = eligible.iter().any(|n| n.limit < ceil);
             let all_free = view.monitors.iter().filter(|m| m.active).all(|m| !m.pinned && m.origin.is_none()
                 && health_of(&view, m.effective()).is_some_and(|n| n.ready() && n.stable));
