@@ -87,6 +87,35 @@ impl Pace {
         Duration::from_secs_f64(starts as f64 / self.start_rate.max(f64::MIN_POSITIVE))
     }
 
+    /// How long a node that is not busy at node time `now_ms` takes to start
+    /// `count` new monitors handed to it in waves: each wave waits for its
+    /// window and gets at most [`Pace::budget`] (for handovers from live nodes,
+    /// [`Pace::handover_budget`], and the old owners stop them first, at about
+    /// twice the start rate). The bound the wave plan promises; `None` when this
+    /// pace never leaves room for a start.
+    pub fn time_to_start(&self, now_ms: i64, count: usize, handover: bool) -> Option<Duration> {
+        let mut at = now_ms;
+        let mut left = count;
+        let mut empty_windows = 0;
+        while left > 0 {
+            at += self.until_open(at).as_millis() as i64;
+            let room = if handover { self.handover_budget(at, false) } else { self.budget(at, false) };
+            if room >= left {
+                let starts = self.reconcile_time(left);
+                at += (if handover { starts + starts / 2 } else { starts }).as_millis() as i64;
+                break;
+            }
+            empty_windows = if room == 0 { empty_windows + 1 } else { 0 };
+            if empty_windows > 1 {
+                return None;
+            }
+            left -= room;
+            // this wave ends by the margin before the cron; the next opens after it
+            at += self.time_left(at).as_millis() as i64 + 1;
+        }
+        Some(Duration::from_millis((at - now_ms) as u64))
+    }
+
     /// Time until the node's next cron tick.
     pub fn until_cron(&self, now_ms: i64) -> Duration {
         Duration::from_millis((self.period_ms() - self.into_period(now_ms)) as u64)
@@ -154,6 +183,43 @@ mod tests {
                 assert_eq!(wait, Duration::ZERO, "at {now}");
             } else {
                 assert!(pace.budget(now + wait.as_millis() as i64, false) > 0, "at {now}, after {wait:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_promised_time_to_start_counts_the_windows_the_waves_wait_for() {
+        let pace = kuma();
+        // at :30, 100 starts fit: 20 s
+        assert_eq!(pace.time_to_start(MINUTE * 10 + 30_000, 100, false), Some(Duration::from_secs(20)));
+        // at :50 only 35 fit before :57; the other 65 start at :03 and take 13 s
+        assert_eq!(pace.time_to_start(MINUTE * 10 + 50_000, 100, false), Some(Duration::from_secs(26)));
+        // in the margin after a tick, the first wave waits for it to pass
+        assert_eq!(pace.time_to_start(MINUTE * 10 + 1_000, 10, false), Some(Duration::from_secs(4)));
+        // a handover of 90 at :30: 9 s of stops, then 18 s of starts
+        assert_eq!(pace.time_to_start(MINUTE * 10 + 30_000, 90, true), Some(Duration::from_secs(27)));
+        assert_eq!(pace.time_to_start(MINUTE * 10 + 30_000, 0, true), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_pace_without_room_promises_nothing() {
+        let pace = Pace { start_rate: 0.1, cron_period: Duration::from_secs(8), margin: Duration::from_secs(1) };
+        assert_eq!(pace.time_to_start(0, 1, false), None);
+    }
+
+    #[test]
+    fn at_any_second_more_monitors_never_start_sooner_and_no_wave_runs_into_a_cron() {
+        let pace = kuma();
+        for second in 0..60 {
+            let now = MINUTE * 10 + second * 1_000;
+            let mut before = Duration::ZERO;
+            for count in 1..=600 {
+                let promised = pace.time_to_start(now, count, false).unwrap();
+                assert!(promised >= before, "{count} at :{second}");
+                assert!(promised >= pace.reconcile_time(count));
+                let end = (now + promised.as_millis() as i64).rem_euclid(MINUTE);
+                assert!((3_000..=57_000).contains(&end), "{count} at :{second} end at {end} ms into the minute");
+                before = promised;
             }
         }
     }

@@ -193,6 +193,7 @@ impl Sim {
             }
         }
         let _busy = Starting::new(&self.starting);
+        let mut due = actix_rt::time::Instant::now();
         for id in owned {
             {
                 let mut memory = self.memory();
@@ -206,7 +207,8 @@ impl Sim {
                     entry.leaked += 1;
                 }
             }
-            actix_rt::time::sleep(self.config.pause(300, 1000)).await;
+            due += self.config.pause(300, 1000);
+            actix_rt::time::sleep_until(due).await;
         }
         Ok(())
     }
@@ -217,11 +219,14 @@ impl Sim {
         let wanted = store::runnable(&self.db, &self.config.id).await?;
         let listed: Vec<MonitorId> =
             self.memory().monitors.iter().filter(|(_, e)| e.listed).map(|(id, _)| *id).collect();
+        // paced against a schedule, so a late timer does not slow the node down
+        let mut due = actix_rt::time::Instant::now();
         {
             let _busy = Starting::new(&self.starting);
             for &id in wanted.iter().filter(|id| listed.binary_search(id).is_err()) {
                 self.memory().start(id, self.config.now());
-                actix_rt::time::sleep(self.config.pause(100, 300)).await;
+                due += self.config.pause(100, 300);
+                actix_rt::time::sleep_until(due).await;
             }
         }
         let extra: Vec<MonitorId> = self
@@ -233,7 +238,8 @@ impl Sim {
             .collect();
         for id in extra {
             self.memory().stop(id);
-            actix_rt::time::sleep(self.config.pause(50, 150)).await;
+            due += self.config.pause(50, 150);
+            actix_rt::time::sleep_until(due).await;
         }
         let mut memory = self.memory();
         memory.reconciled_at = Some(self.config.now());
@@ -310,6 +316,11 @@ impl SimNode {
     }
 
     /// The monitors it runs now (at least one started copy), by id.
+    /// The node id it runs as.
+    pub fn id(&self) -> &str {
+        &self.sim.config.id
+    }
+
     pub fn running(&self) -> Vec<MonitorId> {
         self.sim.memory().monitors.iter().filter(|(_, e)| e.copies() > 0).map(|(id, _)| *id).collect()
     }
