@@ -37,6 +37,7 @@ fn main() {
                 limit: 1000,
                 budget: usize::MAX,
                 handover_budget: usize::MAX,
+                idle: true,
             })
             .collect(),
         monitors: (0..MONITORS)

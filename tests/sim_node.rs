@@ -5,11 +5,13 @@
 mod common;
 
 use common::{eventually, TestDb};
-use kuma_cluster::supervisor::actors::cluster::Shutdown;
+use kuma_cluster::core::reconcile::Command;
+use kuma_cluster::core::waves::Pace;
+use kuma_cluster::supervisor::actors::cluster::{Apply, GetClusterState, Shutdown};
 use kuma_cluster::tools::sim::{SimConfig, SimNode};
 use serde_json::Value;
-use std::collections::BTreeSet;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
 const AUTH: &str = "Bearer sim-secret";
@@ -124,7 +126,7 @@ fn health_is_slow_while_the_node_starts_monitors() {
         t.add_monitors("elsewhere", 100).await;
         let node = SimNode::start(config("sim1", "127.0.0.1:0"), t.db.clone()).await.unwrap();
         eventually(WAIT, "the cold start ends", || async { node.booted() }).await;
-        let quiet = std::time::Instant::now();
+        let quiet = Instant::now();
         assert_eq!(get(&node.host, "/api/v1/health").await.0, 200);
         let quiet = quiet.elapsed();
         t.exec("UPDATE monitor SET assigned_node = 'sim1'").await;
@@ -134,7 +136,7 @@ fn health_is_slow_while_the_node_starts_monitors() {
             get(&node.host, "/api/v1/running").await.1["busy"].as_bool() == Some(true)
         })
         .await;
-        let busy = std::time::Instant::now();
+        let busy = Instant::now();
         assert_eq!(get(&node.host, "/api/v1/health").await.0, 200);
         let busy = busy.elapsed();
         assert!(busy >= kuma_cluster::tools::sim::BUSY_HEALTH.div_f64(SPEED), "busy health took {busy:?}");
@@ -252,13 +254,20 @@ on_both_backends!(
 
 /// Whether no monitor runs more than once across `nodes`, counting every copy.
 fn at_most_one_copy(nodes: &[&SimNode]) -> bool {
-    let mut total: std::collections::BTreeMap<u32, u32> = std::collections::BTreeMap::new();
+    doubles(nodes).is_empty()
+}
+
+/// Monitors with more than one running copy across `nodes`, with the copies
+/// each node runs.
+fn doubles(nodes: &[&SimNode]) -> BTreeMap<u32, Vec<(String, u32)>> {
+    let mut seen: BTreeMap<u32, Vec<(String, u32)>> = BTreeMap::new();
     for node in nodes {
         for (id, copies) in node.copies() {
-            *total.entry(id).or_default() += copies;
+            seen.entry(id).or_default().push((node.id().to_owned(), copies));
         }
     }
-    total.values().all(|&c| c == 1)
+    seen.retain(|_, on| on.iter().map(|(_, c)| c).sum::<u32>() > 1);
+    seen
 }
 
 /// Every live node: the survivors and sim2 while it runs.
@@ -317,7 +326,7 @@ fn a_failover_of_400_monitors_onto_two_busy_nodes_never_marks_a_second_node_down
             let wanted = (phase * period_ms as f64) as i64;
             actix_rt::time::sleep(Duration::from_millis((wanted - into).rem_euclid(period_ms) as u64)).await;
             sim2.take().unwrap().stop().await;
-            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let deadline = Instant::now() + Duration::from_secs(60);
             loop {
                 let table = routing.load();
                 for id in ["sim1", "sim3"] {
@@ -327,25 +336,208 @@ fn a_failover_of_400_monitors_onto_two_busy_nodes_never_marks_a_second_node_down
                 if each_runs_exactly_once(&t, &[&survivors[0], &survivors[1]]).await {
                     break;
                 }
-                assert!(std::time::Instant::now() < deadline, "sim2's monitors run elsewhere (phase {phase})");
+                assert!(Instant::now() < deadline, "sim2's monitors run elsewhere (phase {phase})");
                 actix_rt::time::sleep(Duration::from_millis(10)).await;
             }
             sim2 = Some(start("sim2", &address).await.unwrap());
             // three rounds are six transitions: flap damping may hold the last
             // revert for a (scaled) window
-            let deadline = std::time::Instant::now() + Duration::from_secs(90);
+            let deadline = Instant::now() + Duration::from_secs(90);
             loop {
                 let nodes = all(&sim2, &survivors);
                 assert!(at_most_one_copy(&nodes), "a monitor ran on two nodes during the revert (phase {phase})");
                 if sim2.as_ref().is_some_and(|n| n.running().len() == 400) && each_runs_exactly_once(&t, &nodes).await {
                     break;
                 }
-                assert!(std::time::Instant::now() < deadline, "sim2 gets its 400 monitors back (phase {phase})");
+                assert!(Instant::now() < deadline, "sim2 gets its 400 monitors back (phase {phase})");
                 actix_rt::time::sleep(Duration::from_millis(5)).await;
             }
         }
         cluster.send(Shutdown).await.unwrap();
         for node in survivors.drain(..).chain(sim2) {
+            node.stop().await;
+        }
+    });
+}
+
+/// Whether the supervisor has no reconcile push in flight.
+async fn pushes_idle(cluster: &actix::Addr<kuma_cluster::supervisor::actors::cluster::ClusterActor>) -> bool {
+    cluster.send(GetClusterState).await.is_ok_and(|s| s.nodes.iter().all(|n| !n.busy))
+}
+
+/// Sleeps until `at_ms` into the current (or next) period of the wall clock.
+async fn sleep_until_phase(period_ms: i64, at_ms: i64) {
+    let into = chrono::Utc::now().timestamp_millis().rem_euclid(period_ms);
+    actix_rt::time::sleep(Duration::from_millis((at_ms - into).rem_euclid(period_ms) as u64)).await;
+}
+
+/// For each node, its moved monitors and when the last of them was first seen
+/// running there.
+fn last_starts(first_seen: &HashMap<u32, (usize, Instant)>) -> BTreeMap<usize, (usize, Instant)> {
+    let mut by_node: BTreeMap<usize, (usize, Instant)> = BTreeMap::new();
+    for &(node, seen) in first_seen.values() {
+        let entry = by_node.entry(node).or_insert((0, seen));
+        entry.0 += 1;
+        entry.1 = entry.1.max(seen);
+    }
+    by_node
+}
+
+/// Five nodes whose clocks stand a quarter of the cron period apart (sim1's in
+/// between). sim1, with 300 monitors, is killed fifteen times, one scaled
+/// second later each time, so a failover begins at every second of every
+/// survivor's minute; it is restarted at fifteen phases as well. Then a sixth
+/// node joins and rebalances even the load out. Throughout, no monitor ever has
+/// two running copies and no survivor leaves service; after each failover and
+/// revert, every node has started its share within the time the wave plan
+/// promises (`Pace::time_to_start`, from when the move could first be decided).
+#[test]
+fn failover_revert_and_rebalance_at_every_second_of_the_minute_run_each_monitor_once_within_the_promised_time() {
+    common::run(async {
+        const FAST: f64 = 20.0;
+        const PERIOD_MS: i64 = 3_000;
+        const VICTIM: usize = 300;
+        let pace = Pace { start_rate: 4.0 * FAST, cron_period: Duration::from_millis(PERIOD_MS as u64), margin: Duration::from_millis(150) };
+        let hold_down = Duration::from_millis((10_000.0 / FAST) as u64);
+        // the decision, the push and late timers on a loaded machine
+        let slack = Duration::from_secs(1);
+        let offsets: [i64; 6] = [375, 0, 750, 1_500, 2_250, 1_875];
+        let t = TestDb::sqlite().await;
+        t.migrate().await;
+        t.add_monitors("sim1", VICTIM).await;
+        for i in 2..=5 {
+            t.add_monitors(&format!("sim{i}"), 100).await;
+        }
+        let start = |i: usize, listen: &str| {
+            let config = SimConfig {
+                speed: FAST,
+                clock_offset: chrono::Duration::milliseconds(offsets[i - 1]),
+                ..config(&format!("sim{i}"), listen)
+            };
+            SimNode::start(config, t.db.clone())
+        };
+        let mut nodes: Vec<SimNode> = Vec::new();
+        for i in 2..=5 {
+            nodes.push(start(i, "127.0.0.1:0").await.unwrap());
+        }
+        let mut victim = Some(start(1, "127.0.0.1:0").await.unwrap());
+        let address = victim.as_ref().unwrap().host.clone();
+        let mut settings = scaled_defaults(FAST);
+        // fifteen kills of one node are not flapping here
+        settings.push(("KUMA_CLUSTER__CLUSTER__FLAP_MAX_TRANSITIONS", "1000".to_owned()));
+        let overrides: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (cluster, routing) = common::live_supervisor(&t, &overrides);
+        let node_ms = |i: usize, at: Instant| {
+            let wall = chrono::Utc::now() - chrono::Duration::from_std(at.elapsed()).unwrap();
+            wall.timestamp_millis() + offsets[i - 1]
+        };
+        let moved: BTreeSet<u32> = (1..=VICTIM as u32).collect();
+        for s in 0..15 {
+            eventually(Duration::from_secs(60), "every node booted, each monitor run once", || async {
+                let live = all(&victim, &nodes);
+                live.iter().all(|n| n.booted()) && each_runs_exactly_once(&t, &live).await && pushes_idle(&cluster).await
+            })
+            .await;
+            // survivor sim(2+j) is at scaled second s - 15j of its minute
+            sleep_until_phase(PERIOD_MS, s * 50 + 25).await;
+            victim.take().unwrap().stop().await;
+            let (mut detected, mut first_seen) = (None, HashMap::new());
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let table = routing.load();
+                for n in &nodes {
+                    assert!(table.node(n.id()).is_some_and(|n| n.ready), "{} left service (round {s})", n.id());
+                }
+                if detected.is_none() && !table.node("sim1").is_some_and(|n| n.ready) {
+                    detected = Some(Instant::now());
+                }
+                let survivors: Vec<&SimNode> = nodes.iter().collect();
+                assert!(at_most_one_copy(&survivors), "a monitor ran twice during failover round {s}");
+                for (j, n) in nodes.iter().enumerate() {
+                    for id in n.copies().into_keys().filter(|id| moved.contains(id)) {
+                        first_seen.entry(id).or_insert((j + 2, Instant::now()));
+                    }
+                }
+                if first_seen.len() == VICTIM && each_runs_exactly_once(&t, &survivors).await {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "sim1's monitors run elsewhere (round {s})");
+                actix_rt::time::sleep(Duration::from_millis(5)).await;
+            }
+            let detected = detected.expect("sim1 left service");
+            for (node, (gained, last)) in last_starts(&first_seen) {
+                let promised = pace.time_to_start(node_ms(node, detected), gained, false).unwrap();
+                assert!(
+                    last <= detected + promised + slack,
+                    "round {s}: sim{node} started its {gained} monitors {:?} after detection, promised {promised:?}",
+                    last - detected
+                );
+            }
+
+            sleep_until_phase(PERIOD_MS, s * 200).await;
+            victim = Some(start(1, &address).await.unwrap());
+            let (mut ready, mut first_seen) = (None, HashMap::new());
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let live = all(&victim, &nodes);
+                assert!(at_most_one_copy(&live), "a monitor ran on two nodes during revert round {s}");
+                if ready.is_none() && routing.load().node("sim1").is_some_and(|n| n.ready) {
+                    ready = Some(Instant::now());
+                }
+                for id in victim.as_ref().unwrap().copies().into_keys() {
+                    first_seen.entry(id).or_insert((1, Instant::now()));
+                }
+                if first_seen.len() == VICTIM && each_runs_exactly_once(&t, &live).await {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "sim1 gets its monitors back (round {s})");
+                actix_rt::time::sleep(Duration::from_millis(5)).await;
+            }
+            let eligible = ready.expect("sim1 back in service") + hold_down;
+            let (_, last) = last_starts(&first_seen)[&1];
+            let promised = pace.time_to_start(node_ms(1, eligible), VICTIM, true).unwrap();
+            assert!(
+                last <= eligible + promised + slack,
+                "round {s}: sim1 got its {VICTIM} monitors back {:?} after it could, promised {promised:?}",
+                last.saturating_duration_since(eligible)
+            );
+        }
+
+        // a sixth node joins; rebalances move monitors only between live
+        // nodes, each stopped on its old node before it starts on the new one
+        nodes.push(start(6, "127.0.0.1:0").await.unwrap());
+        nodes.extend(victim.take());
+        eventually(Duration::from_secs(30), "sim6 in service and stable", || async {
+            routing.load().node("sim6").is_some_and(|n| n.ready)
+                && cluster.send(GetClusterState).await.is_ok_and(|s| s.nodes.iter().any(|n| n.node_id == "sim6" && n.settled))
+        })
+        .await;
+        let everyone: Vec<&SimNode> = nodes.iter().collect();
+        let mut spread = usize::MAX;
+        for _ in 0..8 {
+            let summary = cluster
+                .send(Apply(Command::Rebalance { dry_run: false, max_moves: None, from_scratch: false }))
+                .await
+                .unwrap()
+                .expect("a rebalance");
+            spread = summary.rebalance.expect("its report").spread_after;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !(pushes_idle(&cluster).await && each_runs_exactly_once(&t, &everyone).await) {
+                let twice = doubles(&everyone);
+                assert!(twice.is_empty(), "monitors ran twice during a rebalance: {twice:?}");
+                assert!(Instant::now() < deadline, "the rebalance settles");
+                actix_rt::time::sleep(Duration::from_millis(5)).await;
+            }
+            if spread <= 1 {
+                break;
+            }
+            sleep_until_phase(PERIOD_MS, 300).await;
+        }
+        assert!(spread <= 1, "the load is even after eight rebalances: spread {spread}");
+        let loads: Vec<usize> = nodes.iter().map(|n| n.running().len()).collect();
+        assert!(loads.iter().max().unwrap() - loads.iter().min().unwrap() <= 1, "loads {loads:?}");
+        cluster.send(Shutdown).await.unwrap();
+        for node in nodes {
             node.stop().await;
         }
     });

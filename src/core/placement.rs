@@ -77,6 +77,10 @@ pub struct NodeView {
     /// The part of `budget` that monitors leaving a live node may take: they
     /// are stopped there before they start here, so they need more time.
     pub handover_budget: usize,
+    /// No reconcile of ours runs on it: monitors handed over from it now are
+    /// stopped at once, before their new node starts them. Handovers from a
+    /// node that is not idle wait for a later wave.
+    pub idle: bool,
 }
 
 impl NodeView {
@@ -262,6 +266,7 @@ pub fn plan(view: &ClusterView) -> Plan {
         }
     }
     let mut gained = vec![0usize; view.nodes.len()];
+    let mut releases = Releases::new(view.nodes.len());
     let mut plan = Plan::default();
     let mut moved = vec![false; view.monitors.len()];
     let current_of = |m: &MonitorView| m.effective().and_then(|id| index.get(id)).copied();
@@ -270,7 +275,12 @@ pub fn plan(view: &ClusterView) -> Plan {
     };
 
     // returns the monitors it moved back; one return can make room for another
-    let revert = |urgent: bool, plan: &mut Plan, loads: &mut Vec<usize>, gained: &mut Vec<usize>, moved: &mut Vec<bool>| {
+    let revert = |urgent: bool,
+                  plan: &mut Plan,
+                  loads: &mut Vec<usize>,
+                  gained: &mut Vec<usize>,
+                  releases: &mut Releases,
+                  moved: &mut Vec<bool>| {
         let before = plan.moves.len();
         for (k, m) in view.monitors.iter().enumerate() {
             if moved[k] || (m.active && cannot_run(m)) != urgent {
@@ -282,13 +292,20 @@ pub fn plan(view: &ClusterView) -> Plan {
             if !(node.ready() && node.stable && node.settled) || m.effective() == Some(node.id.as_str()) {
                 continue;
             }
-            // an urgent one leaves a node that cannot run it; the others leave a
-            // live node, which stops them first
-            let budget = if urgent { node.budget } else { node.handover_budget };
+            // one leaving a live node (in service or drained) is stopped there
+            // first, once no reconcile runs there; one leaving a dead node is not
+            let live = current_of(m).filter(|&i| view.nodes[i].health == Health::Up);
+            if m.active && live.is_some_and(|i| !view.nodes[i].idle || !releases.allow(i, node)) {
+                continue;
+            }
+            let budget = if live.is_some() { node.handover_budget } else { node.budget };
             if m.active && (loads[o] >= node.limit || gained[o] >= budget) {
                 continue;
             }
             if m.active {
+                if let Some(i) = live {
+                    releases.book(i, node);
+                }
                 shift_load(loads, current_of(m), o);
                 gained[o] += 1;
             }
@@ -297,9 +314,9 @@ pub fn plan(view: &ClusterView) -> Plan {
         }
         plan.moves.len() > before
     };
-    revert(true, &mut plan, &mut loads, &mut gained, &mut moved);
+    revert(true, &mut plan, &mut loads, &mut gained, &mut releases, &mut moved);
     // a return home frees room on the node it leaves: repeat until none is left
-    while revert(false, &mut plan, &mut loads, &mut gained, &mut moved) {}
+    while revert(false, &mut plan, &mut loads, &mut gained, &mut releases, &mut moved) {}
 
     let stable: Vec<usize> = (0..view.nodes.len()).filter(|&i| view.nodes[i].ready() && view.nodes[i].stable).collect();
     let candidates = if stable.is_empty() {
@@ -322,15 +339,29 @@ pub fn plan(view: &ClusterView) -> Plan {
             plan.stranded.push(m.id);
             continue;
         }
-        // a drained node still runs them, and stops them first
-        let budget = |n: &NodeView| if reason == Reason::Drain { n.handover_budget } else { n.budget };
-        let open: Vec<usize> = candidates.iter().copied().filter(|&i| gained[i] < budget(&view.nodes[i])).collect();
+        // a drained node still runs them, and stops them first, once idle
+        if reason == Reason::Drain && !current.is_some_and(|n| n.idle) {
+            plan.deferred += 1;
+            continue;
+        }
+        let drained = current_of(m).filter(|_| reason == Reason::Drain);
+        let open: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|&i| match drained {
+                Some(from) => gained[i] < view.nodes[i].handover_budget && releases.allow(from, &view.nodes[i]),
+                None => gained[i] < view.nodes[i].budget,
+            })
+            .collect();
         let Some(target) = pick_target(&open, &loads, &view.nodes) else {
             plan.deferred += 1;
             continue;
         };
         if loads[target] >= view.nodes[target].limit {
             plan.over_capacity += 1;
+        }
+        if let Some(from) = drained {
+            releases.book(from, &view.nodes[target]);
         }
         shift_load(&mut loads, current_of(m), target);
         gained[target] += 1;
@@ -339,6 +370,32 @@ pub fn plan(view: &ClusterView) -> Plan {
     }
 
     plan
+}
+
+/// Monitors handed over by live nodes in one decision. A live old owner stops
+/// all it hands over in one reconcile, at about twice the start rate, before
+/// any new owner starts its share; a new owner's handover budget leaves a
+/// third of its window for those stops. So a node hands over no more monitors
+/// than the handover budget of any node it hands them to.
+struct Releases {
+    released: Vec<usize>,
+    cap: Vec<usize>,
+}
+
+impl Releases {
+    fn new(nodes: usize) -> Self {
+        Releases { released: vec![0; nodes], cap: vec![usize::MAX; nodes] }
+    }
+
+    /// Whether `from` may hand one more monitor to `to`.
+    fn allow(&self, from: usize, to: &NodeView) -> bool {
+        self.released[from] < self.cap[from].min(to.handover_budget)
+    }
+
+    fn book(&mut self, from: usize, to: &NodeView) {
+        self.released[from] += 1;
+        self.cap[from] = self.cap[from].min(to.handover_budget);
+    }
 }
 
 /// Books one active monitor moving from `from` (when it was on a known node) to `to`.
@@ -392,11 +449,12 @@ pub fn plan_rebalance(view: &ClusterView, max_moves: Option<usize>, from_scratch
     let eligible: Vec<bool> = view.nodes.iter().map(|n| n.ready() && n.stable).collect();
     let node_of = |name: Option<&str>| name.and_then(|id| index.get(id)).copied();
     let cap = max_moves.unwrap_or(usize::MAX);
-    // where each active monitor is now, and whether it may move
+    // where each active monitor is now, and whether it may move: only from a
+    // node that stops it at once
     let current: Vec<Option<usize>> = view.monitors.iter().map(|m| node_of(m.effective())).collect();
     let free = |k: usize| {
         let m = &view.monitors[k];
-        m.active && !m.pinned && m.origin.is_none() && current[k].is_some_and(|i| eligible[i])
+        m.active && !m.pinned && m.origin.is_none() && current[k].is_some_and(|i| eligible[i] && view.nodes[i].idle)
     };
     let mut placed = current.clone();
     let mut loads = vec![0usize; view.nodes.len()];
@@ -407,14 +465,18 @@ pub fn plan_rebalance(view: &ClusterView, max_moves: Option<usize>, from_scratch
     }
     let mut moves = 0;
     let mut gained = vec![0usize; view.nodes.len()];
+    let mut releases = Releases::new(view.nodes.len());
     // rebalanced monitors leave a live node, which stops them first
-    let room = |gained: &[usize], i: usize| gained[i] < view.nodes[i].handover_budget;
+    let room = |gained: &[usize], releases: &Releases, from: usize, i: usize| {
+        gained[i] < view.nodes[i].handover_budget && releases.allow(from, &view.nodes[i])
+    };
     if from_scratch {
         for k in (0..view.monitors.len()).filter(|&k| free(k)) {
             let home = node_of(view.monitors[k].home.as_deref());
             if let (Some(h), Some(c)) = (home, placed[k]) {
-                if h != c && eligible[h] && loads[h] < view.nodes[h].limit && room(&gained, h) && moves < cap {
+                if h != c && eligible[h] && loads[h] < view.nodes[h].limit && room(&gained, &releases, c, h) && moves < cap {
                     shift_load(&mut loads, Some(c), h);
+                    releases.book(c, &view.nodes[h]);
                     gained[h] += 1;
                     placed[k] = Some(h);
                     moves += 1;
@@ -441,16 +503,17 @@ pub fn plan_rebalance(view: &ClusterView, max_moves: Option<usize>, from_scratch
                     break;
                 }
                 let home = node_of(view.monitors[k].home.as_deref())
-                    .filter(|&h| eligible[h] && loads[h] < target[h] && room(&gained, h));
+                    .filter(|&h| eligible[h] && loads[h] < target[h] && room(&gained, &releases, from, h));
                 let to = home.or_else(|| {
                     nodes
                         .iter()
                         .copied()
-                        .filter(|&i| loads[i] < target[i] && room(&gained, i))
+                        .filter(|&i| loads[i] < target[i] && room(&gained, &releases, from, i))
                         .max_by_key(|&i| (target[i] - loads[i], std::cmp::Reverse(i)))
                 });
                 let Some(to) = to else { break };
                 shift_load(&mut loads, Some(from), to);
+                releases.book(from, &view.nodes[to]);
                 gained[to] += 1;
                 placed[k] = Some(to);
                 moves += 1;
@@ -516,6 +579,7 @@ mod tests {
             limit: 1000,
             budget: usize::MAX,
             handover_budget: usize::MAX,
+            idle: true,
         }
     }
 
@@ -790,6 +854,7 @@ mod tests {
                     limit,
                     budget: usize::MAX,
                     handover_budget: usize::MAX,
+                    idle: true,
                 })
                 .collect();
             // indexes past n name nodes that are not in the view
@@ -823,12 +888,13 @@ mod tests {
     }
 
     /// A view whose nodes each may gain only a few monitors (at least `least`)
-    /// in this decision.
+    /// in this decision, some of them reconciling (not idle).
     fn arb_budgeted_view(least: usize) -> impl Strategy<Value = ClusterView> {
-        (arb_view(), prop::collection::vec(least..6, 7)).prop_map(move |(mut view, budgets)| {
-            for (n, b) in view.nodes.iter_mut().zip(budgets) {
+        (arb_view(), prop::collection::vec((least..6, prop::bool::weighted(0.8)), 7)).prop_map(move |(mut view, budgets)| {
+            for (n, (b, idle)) in view.nodes.iter_mut().zip(budgets) {
                 n.budget = b;
                 n.handover_budget = (b * 2 / 3).max(least).min(b);
+                n.idle = idle;
             }
             view
         })
@@ -926,16 +992,32 @@ mod tests {
                     view.nodes.iter().filter(|n| n.ready()).collect()
                 };
                 // a monitor leaving a dead node waits only while every candidate is
-                // full; one leaving a drained node, while every one is full for handovers
-                let failover_waits = view.monitors.iter().any(|m| {
-                    m.active
-                        && !plan.moves.iter().any(|mv| mv.monitor == m.id)
-                        && health_of(&view, m.effective()).is_none_or(|n| n.health == Health::Down)
-                });
-                for n in candidates {
+                // full; one leaving an idle drained node, while every one is full for
+                // handovers; one leaving a node still reconciling waits for it
+                let waiting = |m: &&MonitorView| m.active && !plan.moves.iter().any(|mv| mv.monitor == m.id);
+                let failover_waits = view
+                    .monitors
+                    .iter()
+                    .filter(waiting)
+                    .any(|m| health_of(&view, m.effective()).is_none_or(|n| n.health == Health::Down));
+                // (or while it has handed over all it may to that candidate)
+                let drained_waiting: Vec<&str> = view
+                    .monitors
+                    .iter()
+                    .filter(waiting)
+                    .filter_map(|m| health_of(&view, m.effective()))
+                    .filter(|n| n.health == Health::Up && !n.enabled && n.idle)
+                    .map(|n| n.id.as_str())
+                    .collect();
+                for n in candidates.into_iter().filter(|_| failover_waits || !drained_waiting.is_empty()) {
                     let gained = gains.get(&n.id).copied().unwrap_or(0);
                     let full = if failover_waits { n.budget } else { n.handover_budget };
-                    prop_assert!(gained >= full, "{} had room ({gained} of {full}) while monitors waited", n.id);
+                    let released_enough = !failover_waits && drained_waiting.iter().all(|from| {
+                        let out: Vec<&Move> = plan.moves.iter().filter(|mv| mv.from.as_deref() == Some(*from)).collect();
+                        let cap = out.iter().filter_map(|mv| health_of(&view, Some(&mv.to))).map(|t| t.handover_budget).min();
+                        out.len() >= cap.unwrap_or(usize::MAX).min(n.handover_budget)
+                    });
+                    prop_assert!(gained >= full || released_enough, "{} had room ({gained} of {full}) while monitors waited", n.id);
                 }
             }
         }
@@ -946,6 +1028,12 @@ mod tests {
             let mut moved = std::collections::HashSet::new();
             for _ in 0..200 {
                 let wave = plan(&waved);
+                // the reconciles that kept nodes busy end before the next wave
+                let busy = waved.nodes.iter().any(|n| !n.idle);
+                waved.nodes.iter_mut().for_each(|n| n.idle = true);
+                if wave.moves.is_empty() && busy {
+                    continue;
+                }
                 if wave.moves.is_empty() {
                     prop_assert_eq!(wave.deferred, 0, "monitors wait but nothing can move");
                     break;
@@ -961,6 +1049,43 @@ mod tests {
                 let node = health_of(&waved, m.effective());
                 if view.nodes.iter().any(NodeView::ready) && node.is_none_or(|n| n.health != Health::Unknown) {
                     prop_assert!(node.is_some_and(NodeView::ready), "monitor {} left on {:?}", m.id, m.effective());
+                }
+            }
+        }
+
+        #[test]
+        fn no_monitor_leaves_a_live_node_while_a_reconcile_of_ours_runs_there(view in arb_budgeted_view(0), cap in prop::option::of(0usize..20), scratch in any::<bool>()) {
+            let planned = plan(&view).moves;
+            let mut rebalanced = view.clone();
+            rebalanced.apply(&planned);
+            let moves = planned.iter().chain(plan_rebalance(&rebalanced, cap, scratch).iter()).cloned().collect::<Vec<_>>();
+            for mv in moves {
+                let m = view.monitors.iter().find(|m| m.id == mv.monitor).unwrap();
+                if let Some(from) = health_of(&view, mv.from.as_deref()) {
+                    prop_assert!(!m.active || from.health != Health::Up || from.idle, "monitor {} left {} while it reconciles", m.id, from.id);
+                }
+            }
+        }
+
+        #[test]
+        fn a_live_node_hands_over_no_more_than_the_handover_budget_of_any_node_it_hands_to(view in arb_budgeted_view(0), cap in prop::option::of(0usize..20), scratch in any::<bool>()) {
+            let planned = plan(&view).moves;
+            let mut rebalanced = view.clone();
+            rebalanced.apply(&planned);
+            for moves in [planned, plan_rebalance(&rebalanced, cap, scratch)] {
+                let mut out: HashMap<&str, Vec<&Move>> = HashMap::new();
+                for mv in &moves {
+                    let active = view.monitors.iter().any(|m| m.id == mv.monitor && m.active);
+                    let from = health_of(&view, mv.from.as_deref()).filter(|n| n.health == Health::Up);
+                    if let (true, Some(from)) = (active, from) {
+                        out.entry(from.id.as_str()).or_default().push(mv);
+                    }
+                }
+                for (from, handed) in out {
+                    for mv in &handed {
+                        let to = health_of(&view, Some(&mv.to)).unwrap();
+                        prop_assert!(handed.len() <= to.handover_budget, "{from} handed over {} monitors, {} may take {}", handed.len(), to.id, to.handover_budget);
+                    }
                 }
             }
         }

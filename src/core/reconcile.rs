@@ -22,6 +22,8 @@ pub struct NodeInput {
     pub budget: usize,
     /// The part of `budget` for monitors leaving live nodes.
     pub handover_budget: usize,
+    /// No reconcile of ours runs on it: what leaves it now is stopped at once.
+    pub idle: bool,
     /// The health the last committed decision saw: a status row that differs
     /// while health has not changed since was rewritten by the node itself.
     pub decided: Health,
@@ -29,7 +31,15 @@ pub struct NodeInput {
 
 impl NodeInput {
     pub const UNKNOWN: NodeInput =
-        NodeInput { health: Health::Unknown, stable: false, settled: false, budget: 0, handover_budget: 0, decided: Health::Unknown };
+        NodeInput {
+        health: Health::Unknown,
+        stable: false,
+        settled: false,
+        budget: 0,
+        handover_budget: 0,
+        idle: false,
+        decided: Health::Unknown,
+    };
 }
 
 /// An operator's request, decided and written in one transaction with
@@ -98,6 +108,8 @@ pub enum Refusal {
     Configured(String),
     #[error("node {node:?} can take only {budget} more monitors now (a reconcile of its is running, or its next cron is near); move fewer, or retry shortly")]
     OverBudget { node: String, budget: usize },
+    #[error("node {0:?} is reconciling: monitors leave it once that is done; retry shortly")]
+    SourceBusy(String),
 }
 
 pub struct Inputs<'a> {
@@ -397,6 +409,7 @@ fn view_of(
                     limit: inputs.limit,
                     budget: i.budget,
                     handover_budget: i.handover_budget,
+                    idle: i.idle,
                 }
             })
             .collect(),
@@ -449,6 +462,14 @@ fn manual_moves(
     // the monitors leave live nodes (or none): they are handovers
     if starts > target.handover_budget {
         return Err(Refusal::OverBudget { node: to.clone(), budget: target.handover_budget });
+    }
+    // a live old owner must stop them before the target starts them
+    let busy_source = monitors.iter().map(|id| &view.monitors[position[id]]).find_map(|m| {
+        let from = view.nodes.iter().find(|n| Some(n.id.as_str()) == m.effective())?;
+        (m.active && from.id != *to && from.health == Health::Up && !from.idle).then(|| from.id.clone())
+    });
+    if let Some(node) = busy_source {
+        return Err(Refusal::SourceBusy(node));
     }
     let moves: Vec<Move> = monitors
         .iter()
@@ -649,11 +670,19 @@ mod tests {
     }
 
     fn up() -> NodeInput {
-        NodeInput { health: Health::Up, stable: true, settled: true, budget: usize::MAX, handover_budget: usize::MAX, decided: Health::Unknown }
+        NodeInput {
+            health: Health::Up,
+            stable: true,
+            settled: true,
+            budget: usize::MAX,
+            handover_budget: usize::MAX,
+            idle: true,
+            decided: Health::Unknown,
+        }
     }
 
     fn down() -> NodeInput {
-        NodeInput { health: Health::Down, stable: true, settled: false, budget: 0, handover_budget: 0, decided: Health::Unknown }
+        NodeInput { health: Health::Down, stable: true, settled: false, budget: 0, handover_budget: 0, idle: true, decided: Health::Unknown }
     }
 
     fn decide_with(rows: &ClusterRows, nodes: &[(&str, NodeInput)], started: bool) -> Decision {
@@ -746,6 +775,18 @@ mod tests {
         assert!(kinds.contains(&"node_status_restored") && !kinds.contains(&"node_down"), "{kinds:?}");
         let newly_down = decide_with(&r, &[("a", down()), ("b", up())], true);
         assert!(newly_down.changes.events.iter().any(|e| e.kind == "node_down"));
+    }
+
+    #[test]
+    fn a_manual_move_from_a_node_still_reconciling_is_refused_until_it_is_idle() {
+        let busy = NodeInput { idle: false, ..up() };
+        let nodes: HashMap<String, NodeInput> = [("a".to_string(), busy), ("b".to_string(), up())].into();
+        let command = Command::Move { monitors: vec![1], to: "b".into(), pin: false };
+        let inputs = Inputs { nodes: &nodes, static_nodes: &[], limit: 1000, started: true, setup_complete: true, command: Some(&command) };
+        assert_eq!(decide(&rows(), &inputs).unwrap_err(), Refusal::SourceBusy("a".into()));
+        let nodes: HashMap<String, NodeInput> = [("a".to_string(), up()), ("b".to_string(), up())].into();
+        let inputs = Inputs { nodes: &nodes, ..inputs };
+        assert_eq!(decide(&rows(), &inputs).unwrap().changes.moves.len(), 1);
     }
 
     #[test]

@@ -77,6 +77,13 @@ impl Pushes {
         self.due(node, now)
     }
 
+    /// `node`'s own cron does work committed for it, instead of a push: it is
+    /// busy for `busy_for` from `now` (or longer, if it already was).
+    pub fn leave_to_cron(&mut self, node: &str, busy_for: Duration, now: Instant) {
+        let slot = self.slots.entry(node.to_owned()).or_default();
+        slot.busy_until = slot.busy_until.max(Some(now + busy_for));
+    }
+
     /// A queued push that may be sent now, if any (marked in flight).
     pub fn due(&mut self, node: &str, now: Instant) -> Option<usize> {
         if self.busy(node, now) {
@@ -206,6 +213,18 @@ mod tests {
         assert_eq!(p.request("a", 2, now), Ask::Queued);
         assert_eq!(p.finished("a", Duration::from_secs(5), now), None);
         assert_eq!(p.due("a", now + Duration::from_secs(5)), Some(2));
+    }
+
+    #[test]
+    fn a_node_whose_cron_does_the_work_takes_no_push_until_that_work_is_done() {
+        let mut p = Pushes::default();
+        let now = Instant::now();
+        p.leave_to_cron("a", Duration::from_secs(8), now);
+        assert!(p.busy("a", now + Duration::from_secs(7)));
+        assert_eq!(p.request("a", 4, now + Duration::from_secs(2)), Ask::After(Duration::from_secs(6)));
+        p.leave_to_cron("a", Duration::from_secs(1), now + Duration::from_secs(2));
+        assert_eq!(p.due("a", now + Duration::from_secs(7)), None, "a shorter hold does not cut the longer one");
+        assert_eq!(p.due("a", now + Duration::from_secs(8)), Some(4));
     }
 
     #[test]

@@ -69,7 +69,8 @@ impl ResponseError for ApiError {
                 | Refusal::NodeExists(_)
                 | Refusal::NodeHoldsMonitors(..)
                 | Refusal::Configured(_)
-                | Refusal::OverBudget { .. },
+                | Refusal::OverBudget { .. }
+                | Refusal::SourceBusy(_),
             ) => StatusCode::CONFLICT,
         }
     }
@@ -91,7 +92,7 @@ impl ResponseError for ApiError {
             ApiError::Refused(Refusal::NodeExists(_)) => "node_exists",
             ApiError::Refused(Refusal::NodeHoldsMonitors(..)) => "node_holds_monitors",
             ApiError::Refused(Refusal::Configured(_)) => "node_in_config",
-            ApiError::Refused(Refusal::OverBudget { .. }) => "node_busy",
+            ApiError::Refused(Refusal::OverBudget { .. } | Refusal::SourceBusy(_)) => "node_busy",
         };
         error(self.status_code(), code, self.to_string())
     }

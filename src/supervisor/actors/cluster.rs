@@ -325,6 +325,7 @@ impl ClusterActor {
             settled,
             budget: self.pace.budget(node_ms, busy),
             handover_budget: self.pace.handover_budget(node_ms, busy),
+            idle: !busy,
             decided: member.decided,
         }
     }
@@ -364,6 +365,13 @@ impl ClusterActor {
         ctx.spawn(self.push.send(&host, timeout).into_actor(self).map(move |result, _, ctx| {
             ctx.notify(PushEnded { node_id, push, starts, result });
         }));
+    }
+
+    /// How long `node` may be busy when its own cron does a reconcile that
+    /// starts `starts` monitors: until the tick, then the starts, then the margin.
+    fn cron_work(&self, node: &str, starts: usize) -> Duration {
+        let offset = self.members.get(node).map_or(0, |m| m.offset_ms);
+        self.pace.until_cron(self.clock.wall_ms() + offset) + self.pace.reconcile_time(starts) + self.pace.margin
     }
 
     /// Why nothing can be decided, if so: the nodes' tables are missing. While
@@ -557,7 +565,8 @@ impl ClusterActor {
     /// held down that still answers stops it too; a dead one refuses), the new
     /// one starts it. Where the old owner is alive, the new owner's push waits
     /// until the old owner's ended, so the monitor never runs on both; but no
-    /// longer than its own reconcile still fits before its next cron.
+    /// longer than its own reconcile still fits before its next cron. Past
+    /// that, no push: its cron starts them, after the old owner stopped them.
     fn push_moves(&mut self, moves: &[Move], ctx: &mut Context<Self>) {
         let mut starts: BTreeMap<&str, usize> = BTreeMap::new();
         // each old owner's stops ride on its next push, numbered before any is sent
@@ -582,10 +591,6 @@ impl ClusterActor {
             };
             let offset = self.members.get(node).map_or(0, |m| m.offset_ms);
             let slack = self.pace.time_left(wall + offset).saturating_sub(self.pace.reconcile_time(count));
-            if slack.is_zero() {
-                self.push_to(node, count, ctx);
-                continue;
-            }
             self.handovers.hold(node, count, sources, now + slack);
             ctx.notify_later(HandoverDue, slack);
         }
@@ -842,7 +847,6 @@ impl Handler<PushEnded> for ClusterActor {
 
     fn handle(&mut self, msg: PushEnded, ctx: &mut Self::Context) {
         let now = self.clock.now();
-        let offset = self.members.get(&msg.node_id).map_or(0, |m| m.offset_ms);
         let busy_for = match &msg.result {
             Ok(()) => {
                 tracing::debug!(node_id = %msg.node_id, starts = msg.starts, "node reconciled");
@@ -855,9 +859,7 @@ impl Handler<PushEnded> for ClusterActor {
             Err(error) => {
                 // its reconcile may still run, or its cron does the work: neither
                 // may overlap with a reconcile of ours
-                let busy = self.pace.until_cron(self.clock.wall_ms() + offset)
-                    + self.pace.reconcile_time(msg.starts)
-                    + self.pace.margin;
+                let busy = self.cron_work(&msg.node_id, msg.starts);
                 tracing::warn!(node_id = %msg.node_id, error = %error, busy_ms = busy.as_millis() as u64, "reconcile push failed; the node's cron takes over");
                 busy
             }
@@ -888,9 +890,14 @@ impl Handler<HandoverDue> for ClusterActor {
     type Result = ();
 
     fn handle(&mut self, _: HandoverDue, ctx: &mut Self::Context) {
-        for (target, starts) in self.handovers.due(self.clock.now()) {
-            tracing::info!(node_id = %target, "old owners still busy: the new owner starts its monitors before its cron");
-            self.push_to(&target, starts, ctx);
+        let now = self.clock.now();
+        for (target, starts) in self.handovers.due(now) {
+            // a push now could start them while the old owner still runs them,
+            // or run into the cron: the cron starts them, after the old owner stopped
+            let busy = self.cron_work(&target, starts);
+            tracing::info!(node_id = %target, starts, busy_ms = busy.as_millis() as u64, "old owners still busy: the new owner's cron starts its monitors");
+            self.pushes.leave_to_cron(&target, busy, now);
+            ctx.notify_later(PushDue(target), busy);
         }
     }
 }
