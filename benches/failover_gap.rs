@@ -83,10 +83,8 @@ fn main() {
         let all: Vec<&str> = hosts.iter().map(String::as_str).collect();
         let mut sims: Vec<Option<Process>> =
             (0..NODES).map(|i| Some(sim_process(&format!("sim{}", i + 1), ports[i], &t.url, NODE_AUTH, 1.0))).collect();
-        let listen = format!("127.0.0.1:{}", common::free_port());
-        let _cluster = common::serve_process(&t.url, &listen, TOKEN, NODE_AUTH, &[("KUMA_CLUSTER__PLACEMENT__LIMIT_PER_NODE", "2000")]);
-        poll_until(LIMIT, || common::http_get(&listen, "/lb/available-nodes").is_some_and(|r| r.contains(r#""ready":5"#)))
-            .expect("five ready nodes");
+        // the monitors start in waves before kuma-cluster comes: nodes busy
+        // with a setup it did not order would look like they time out
         for wave in 0..PER_NODE.div_ceil(BATCH) {
             let (low, high) = (wave * BATCH, ((wave + 1) * BATCH).min(PER_NODE));
             // resumed only inside the window, or the nodes' cron would start them too
@@ -96,6 +94,10 @@ fn main() {
         }
         let active: BTreeSet<u32> = (1..=(NODES * PER_NODE) as u32).collect();
         poll_until(LIMIT, || common::run_exactly_once(&all, &active)).expect("a settled cluster");
+        let listen = format!("127.0.0.1:{}", common::free_port());
+        let _cluster = common::serve_process(&t.url, &listen, TOKEN, NODE_AUTH, &[("KUMA_CLUSTER__PLACEMENT__LIMIT_PER_NODE", "2000")]);
+        poll_until(LIMIT, || common::http_get(&listen, "/lb/available-nodes").is_some_and(|r| r.contains(r#""ready":5"#)))
+            .expect("five ready nodes");
 
         common::sleep_until_second(40, 41);
         let kill = wall_ms();
