@@ -2,7 +2,7 @@
 
 use crate::supervisor::actors::cluster::{ClusterActor, ClusterDeps, Shutdown};
 use crate::supervisor::clock::SystemClock;
-use crate::config::Settings;
+use crate::config::{DatabaseSettings, Settings};
 use crate::metrics::Metrics;
 use crate::supervisor::probe::HttpProbe;
 use crate::supervisor::publisher::RoutingPublisher;
@@ -13,6 +13,7 @@ use sea_orm::DatabaseConnection;
 use std::time::Duration;
 use crate::front::server;
 use crate::supervisor::store::{self, StoreError};
+use crate::supervisor::vitals::VitalSigns;
 use actix::Actor;
 use crate::front::api::auth::Access;
 use crate::front::api::status::Reads;
@@ -42,7 +43,7 @@ pub enum ServeError {
 
 /// Runs the migrations and exits.
 pub async fn migrate(settings: &Settings) -> Result<(), StoreError> {
-    let db = store::connect(&settings.database.url).await?;
+    let db = store::connect(&settings.database).await?;
     store::migrate(&db).await?;
     tracing::info!("migrations applied");
     Ok(())
@@ -52,7 +53,7 @@ pub async fn migrate(settings: &Settings) -> Result<(), StoreError> {
 /// decision in flight commit before it returns. Creates only kuma-cluster's own
 /// tables; until the Kuma nodes have created theirs, the supervisor waits.
 pub async fn serve(settings: Settings) -> Result<(), ServeError> {
-    let db = store::connect(&settings.database.url).await?;
+    let db = store::connect(&settings.database).await?;
     store::migrate(&db).await?;
     run(settings, db, None).await
 }
@@ -76,7 +77,7 @@ pub async fn dev(mut settings: Settings) -> Result<(), ServeError> {
     settings.api.tokens = vec![token.clone()];
     let node_auth = format!("Bearer {:032x}", fastrand::u128(..));
     settings.nodes.auth_header = Some(node_auth.clone());
-    let db = store::connect(&settings.database.url).await?;
+    let db = store::connect(&settings.database).await?;
     // no Kuma node will create them: the simulated ones need them first
     store::create_kuma_tables(&db).await?;
     store::migrate(&db).await?;
@@ -128,6 +129,9 @@ async fn run(settings: Settings, db: DatabaseConnection, dev: Option<Addr<DevNod
     if settings.api.tokens.is_empty() {
         tracing::warn!("no api.tokens configured: the operations API refuses every request");
     }
+    let vitals = VitalSigns::default();
+    // decisions run at least every reconcile_interval: three missed is stale
+    let stale_after = settings.cluster.reconcile_interval * 3 + settings.cluster.decision_timeout;
     let cluster = ClusterActor::new(ClusterDeps {
         db: db.clone(),
         probe: Rc::new(HttpProbe::new(settings.health.timeout)),
@@ -136,10 +140,11 @@ async fn run(settings: Settings, db: DatabaseConnection, dev: Option<Addr<DevNod
         publisher,
         reports,
         metrics: metrics.clone(),
+        vitals: vitals.clone(),
     })
     .start();
 
-    let ops = Ops { cluster: cluster.clone(), reads: Reads::new(db), routing, access, metrics };
+    let ops = Ops { cluster: cluster.clone(), reads: Reads::new(db), routing, access, metrics, vitals, stale_after };
     let server = HttpServer::new(move || {
         let app = server::app(front.clone(), ops.clone());
         match &dev {
@@ -185,7 +190,7 @@ pub async fn health_check(settings: &Settings, ready: bool) -> bool {
 /// Runs one simulated Kuma node until SIGINT or SIGTERM. Like a real node, it
 /// creates Kuma's tables when they are missing, and none of kuma-cluster's.
 pub async fn sim_node(config: SimConfig, database_url: &str) -> Result<(), ServeError> {
-    let db = store::connect(database_url).await?;
+    let db = store::connect(&DatabaseSettings::with_url(database_url)).await?;
     store::create_kuma_tables(&db).await?;
     let node = SimNode::start(config, db).await?;
     println!("sim node serving on http://{}", node.host);

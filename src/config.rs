@@ -35,6 +35,17 @@ pub struct Settings {
 #[derive(Clone, Debug)]
 pub struct DatabaseSettings {
     pub url: String,
+    /// Time to open a connection.
+    pub connect_timeout: Duration,
+    /// Time to wait for a pooled connection.
+    pub acquire_timeout: Duration,
+}
+
+impl DatabaseSettings {
+    /// `url` with the default timeouts.
+    pub fn with_url(url: &str) -> Self {
+        DatabaseSettings { url: url.to_owned(), connect_timeout: Duration::from_secs(5), acquire_timeout: Duration::from_secs(3) }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -131,6 +142,9 @@ pub struct ClusterSettings {
     /// Largest share of the nodes (percent) that may be down on timeouts alone
     /// at once; past it, a shared cause is suspected and the verdict is held.
     pub max_ejection_percent: u8,
+    /// A decision (read, decide, write, commit) not done by then is failed
+    /// and retried with backoff.
+    pub decision_timeout: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -187,6 +201,8 @@ struct Raw {
 #[serde(deny_unknown_fields)]
 struct RawDatabase {
     url: String,
+    connect_timeout: String,
+    acquire_timeout: String,
 }
 
 #[derive(Deserialize)]
@@ -236,6 +252,7 @@ struct RawCluster {
     flap_window: String,
     flap_max_transitions: u32,
     max_ejection_percent: u8,
+    decision_timeout: String,
 }
 
 #[derive(Deserialize)]
@@ -293,7 +310,8 @@ impl Settings {
         let raw: Raw = builder
             .build()
             .and_then(config::Config::try_deserialize)
-            .map_err(|e| ConfigError::Load(e.to_string()))?;
+            // TOML's errors quote the line over several: one line for the log
+            .map_err(|e| ConfigError::Load(e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")))?;
         Self::validate(raw)
     }
 
@@ -318,8 +336,11 @@ impl Settings {
             trust_forwarded: raw.proxy.trust_forwarded,
             workers: raw.proxy.workers,
         };
-        if proxy.ws_max_frame < 1024 {
-            return Err(invalid("proxy.ws_max_frame", "must be at least 1024 bytes"));
+        if !(1024..=MAX_SIZE as usize).contains(&proxy.ws_max_frame) {
+            return Err(invalid("proxy.ws_max_frame", "must be 1024 bytes to 1 GiB"));
+        }
+        if proxy.max_body > MAX_SIZE {
+            return Err(invalid("proxy.max_body", "must be at most 1 GiB"));
         }
         let tokens: Vec<String> = raw.api.tokens.iter().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect();
         if let Some(i) = tokens.iter().position(|t| t.len() < 16) {
@@ -350,6 +371,7 @@ impl Settings {
             flap_window: duration("cluster.flap_window", &raw.cluster.flap_window)?,
             flap_max_transitions: at_least_one("cluster.flap_max_transitions", raw.cluster.flap_max_transitions)?,
             max_ejection_percent: raw.cluster.max_ejection_percent,
+            decision_timeout: positive_duration("cluster.decision_timeout", &raw.cluster.decision_timeout)?,
         };
         if cluster.max_ejection_percent > 100 {
             return Err(invalid("cluster.max_ejection_percent", "must be 0 to 100"));
@@ -373,6 +395,9 @@ impl Settings {
             return Err(invalid("placement.limit_per_node", "must be at least 1"));
         }
         let auth_header = raw.nodes.auth_header.trim().to_owned();
+        if actix_web::http::header::HeaderValue::from_str(&auth_header).is_err() {
+            return Err(invalid("nodes.auth_header", "must be visible ASCII and spaces, without line breaks"));
+        }
         let mut seen = std::collections::HashSet::new();
         for node in &raw.nodes.static_nodes {
             if node.id.is_empty() || node.id.len() > 50 {
@@ -386,7 +411,11 @@ impl Settings {
             }
         }
         Ok(Settings {
-            database: DatabaseSettings { url },
+            database: DatabaseSettings {
+                url,
+                connect_timeout: positive_duration("database.connect_timeout", &raw.database.connect_timeout)?,
+                acquire_timeout: positive_duration("database.acquire_timeout", &raw.database.acquire_timeout)?,
+            },
             server: ServerSettings { listen },
             proxy,
             api: ApiSettings { tokens, allow },
@@ -407,9 +436,19 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key, problem: problem.into() }
 }
 
+/// The largest size in bytes any setting takes.
+const MAX_SIZE: u64 = 1 << 30;
+
+/// The longest duration any setting takes: a longer one is a typo.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 fn duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(text.trim())
-        .map_err(|_| invalid(key, format!("expected a duration like \"2s\" or \"500ms\", got {text:?}")))
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|_| invalid(key, format!("expected a duration like \"2s\" or \"500ms\", got {text:?}")))?;
+    if d > MAX_DURATION {
+        return Err(invalid(key, format!("{text:?} is longer than the most any setting takes, 24h")));
+    }
+    Ok(d)
 }
 
 fn positive_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
@@ -550,6 +589,37 @@ mod tests {
         assert!(Network::parse("::1").unwrap().contains("::1".parse().unwrap()));
         assert_eq!(Network::parse("0.0.0.0/0").map(|n| n.contains("8.8.8.8".parse().unwrap())), Some(true));
         assert_eq!(Network::parse("nonsense"), None);
+    }
+
+    #[test]
+    fn absurd_durations_and_sizes_and_broken_headers_are_refused_in_one_line() {
+        for (key, value, name) in [
+            ("KUMA_CLUSTER__HEALTH__INTERVAL", "580000000000y", "health.interval"),
+            ("KUMA_CLUSTER__CLUSTER__DECISION_TIMEOUT", "2d", "cluster.decision_timeout"),
+            ("KUMA_CLUSTER__DATABASE__ACQUIRE_TIMEOUT", "0s", "database.acquire_timeout"),
+            ("KUMA_CLUSTER__PROXY__MAX_BODY", "1099511627776", "proxy.max_body"),
+            ("KUMA_CLUSTER__PROXY__WS_MAX_FRAME", "1099511627776", "proxy.ws_max_frame"),
+            ("KUMA_CLUSTER__NODES__AUTH_HEADER", "Bearer a\nX-Evil: 1", "nodes.auth_header"),
+        ] {
+            let err = Settings::load_with_env(None, env(&[(key, value)])).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("config: {name}: ")), "{err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        let s = Settings::load_with_env(None, env(&[("KUMA_CLUSTER__HEALTH__INTERVAL", "24h")])).unwrap();
+        assert_eq!(s.health.interval, Duration::from_secs(86_400), "a day is still a duration");
+    }
+
+    #[test]
+    fn a_toml_syntax_error_is_one_line_naming_the_file() {
+        let dir = std::env::temp_dir().join(format!("kc-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("broken.toml");
+        std::fs::write(&file, "[health]\ninterval = \"2s\n").unwrap();
+        let err = Settings::load_with_env(Some(&file), env(&[])).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(err.starts_with("config: "), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+        assert!(err.contains("broken.toml"), "{err}");
     }
 
     #[test]

@@ -55,6 +55,8 @@ async fn stack(t: TestDb, api: &[(&str, &str)]) -> Stack {
         routing: sup.routing.clone(),
         access: Arc::new(Access::new(&settings.api)),
         metrics: sup.metrics.clone(),
+        vitals: sup.vitals.clone(),
+        stale_after: std::time::Duration::from_secs(3600),
     };
     let front = Front {
         routing: sup.routing.clone(),
@@ -456,7 +458,29 @@ fn open_endpoints_answer_without_a_token_and_readiness_follows_the_nodes() {
         s.sup.reconcile().await;
         let (status, ready) = s.get("/lb/ready", None).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(ready, serde_json::json!({ "ready": false, "database": true, "node_ready": false }));
+        assert_eq!(
+            ready,
+            serde_json::json!({ "ready": false, "database": true, "node_ready": false, "reasons": ["no node is ready"] })
+        );
+    });
+}
+
+#[test]
+fn readiness_answers_from_the_supervisors_knowledge_and_says_why_decisions_fail() {
+    common::run(async {
+        let s = stack(TestDb::sqlite().await, &[]).await;
+        s.t.exec("ALTER TABLE kc_move_ledger RENAME TO kc_move_ledger_away").await;
+        s.sup.transition("node1", Up, Down).await;
+        assert!(s.sup.addr.send(kuma_cluster::supervisor::actors::cluster::Reconcile).await.unwrap().is_err());
+        let (status, ready) = s.get("/lb/ready", None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ready["database"], false);
+        let reason = ready["reasons"][0].as_str().unwrap();
+        assert!(reason.starts_with("decisions are failing: ") && reason.contains("kc_move_ledger"), "{reason}");
+        s.t.exec("ALTER TABLE kc_move_ledger_away RENAME TO kc_move_ledger").await;
+        s.sup.reconcile().await;
+        let (status, ready) = s.get("/lb/ready", None).await;
+        assert_eq!((status, ready["ready"].as_bool()), (StatusCode::OK, Some(true)), "{ready}");
     });
 }
 

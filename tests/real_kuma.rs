@@ -112,7 +112,7 @@ fn real_kuma_nodes_are_usable_through_the_proxy_from_setup_to_a_listed_monitor()
     // cluster's tables, which patched nodes would create, are made here
     let database = format!("sqlite://{}/kc.db?mode=rwc", work.0.display());
     common::run(async {
-        let db = kuma_cluster::supervisor::store::connect(&database).await.unwrap();
+        let db = kuma_cluster::supervisor::store::connect(&kuma_cluster::config::DatabaseSettings::with_url(&database)).await.unwrap();
         kuma_cluster::supervisor::store::create_kuma_tables(&db).await.unwrap();
     });
     let _cluster = Running(

@@ -18,3 +18,4 @@ pub mod push;
 pub mod queue;
 pub mod reports;
 pub mod store;
+pub mod vitals;

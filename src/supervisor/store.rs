@@ -1,6 +1,7 @@
 //! Every database query kuma-cluster makes. Callers pass a connection or an open
 //! transaction, so a decision's reads and writes share one transaction.
 
+use crate::config::DatabaseSettings;
 use crate::core::placement::{MonitorId, MoveKind, OpenMove, Reason};
 use crate::core::model::{AdminState, Changes, ClusterRows, MonitorRow, NewEvent, NodeRow, NodeStatus};
 use chrono::{DateTime, Utc};
@@ -24,10 +25,15 @@ pub enum StoreError {
     Db(#[from] sea_orm::DbErr),
     #[error("cannot create the database directory {path}: {source}")]
     Directory { path: String, source: std::io::Error },
+    #[error("no answer from the database within {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 /// Opens the database, creating the SQLite file and its directory when missing.
-pub async fn connect(url: &str) -> Result<DatabaseConnection, StoreError> {
+/// Connecting and waiting for a pooled connection are bounded in time: a
+/// database that hangs fails the query instead of freezing its caller.
+pub async fn connect(database: &DatabaseSettings) -> Result<DatabaseConnection, StoreError> {
+    let url = database.url.as_str();
     if let Some(path) = sqlite_path(url) {
         if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
@@ -35,7 +41,7 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, StoreError> {
         }
     }
     let mut options = ConnectOptions::new(url.to_owned());
-    options.sqlx_logging(false);
+    options.sqlx_logging(false).connect_timeout(database.connect_timeout).acquire_timeout(database.acquire_timeout);
     Ok(Database::connect(options).await?)
 }
 

@@ -8,7 +8,7 @@ use futures_util::future::LocalBoxFuture;
 use kuma_cluster::supervisor::actors::cluster::{ClusterActor, ClusterDeps, Reconcile};
 use kuma_cluster::supervisor::actors::node::{ClockSeen, NodeTransition, Reports};
 use kuma_cluster::supervisor::clock::ManualClock;
-use kuma_cluster::config::Settings;
+use kuma_cluster::config::{DatabaseSettings, Settings};
 use kuma_cluster::supervisor::probe::{Healthy, Probe, ProbeError};
 use kuma_cluster::supervisor::publisher::{RoutingPublisher, RoutingReader};
 use kuma_cluster::supervisor::store;
@@ -93,7 +93,7 @@ impl TestDb {
     pub async fn sqlite() -> TestDb {
         let dir = TempDir::new();
         let url = format!("sqlite://{}/kc.db?mode=rwc", dir.0.display());
-        let db = store::connect(&url).await.expect("sqlite opens");
+        let db = store::connect(&DatabaseSettings::with_url(&url)).await.expect("sqlite opens");
         TestDb { db, url, mariadb: None, _dir: Some(dir) }
     }
 
@@ -103,7 +103,7 @@ impl TestDb {
     pub async fn mariadb() -> Option<TestDb> {
         let base = std::env::var("KC_TEST_MARIADB_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
         let required = std::env::var("KC_REQUIRE_MARIADB").is_ok_and(|v| v == "1");
-        let admin = match store::connect(&format!("{base}/test")).await {
+        let admin = match store::connect(&DatabaseSettings::with_url(&format!("{base}/test"))).await {
             Ok(admin) => admin,
             Err(e) if required => panic!("MariaDB is required (KC_REQUIRE_MARIADB=1) but unreachable: {e}"),
             Err(e) => {
@@ -114,7 +114,7 @@ impl TestDb {
         let name = unique("kc_test");
         admin.execute_unprepared(&format!("CREATE DATABASE `{name}`")).await.unwrap();
         let url = format!("{base}/{name}");
-        let db = store::connect(&url).await.unwrap();
+        let db = store::connect(&DatabaseSettings::with_url(&url)).await.unwrap();
         Some(TestDb { db, url, mariadb: Some((admin, name)), _dir: None })
     }
 
@@ -377,6 +377,7 @@ pub struct Supervisor {
     /// The proxy's side of the passive-health channel.
     pub reports: tokio::sync::mpsc::Sender<kuma_cluster::supervisor::reports::FrontReport>,
     pub metrics: Arc<kuma_cluster::metrics::Metrics>,
+    pub vitals: kuma_cluster::supervisor::vitals::VitalSigns,
 }
 
 impl Supervisor {
@@ -411,6 +412,7 @@ impl Supervisor {
         let routing = publisher.reader();
         let (reports, reports_rx) = tokio::sync::mpsc::channel(16);
         let metrics = Arc::new(kuma_cluster::metrics::Metrics::default());
+        let vitals = kuma_cluster::supervisor::vitals::VitalSigns::default();
         let addr = ClusterActor::new(ClusterDeps {
             db: db.db.clone(),
             settings: Arc::new(settings),
@@ -419,9 +421,10 @@ impl Supervisor {
             publisher,
             reports: reports_rx,
             metrics: metrics.clone(),
+            vitals: vitals.clone(),
         })
         .start();
-        Supervisor { addr, clock, routing, reports, metrics }
+        Supervisor { addr, clock, routing, reports, metrics, vitals }
     }
 
     /// `nodes` nodes (node1 is primary) with `per_node` monitors each, supervised
@@ -543,6 +546,7 @@ pub fn live_supervisor(
         publisher,
         reports,
         metrics: Default::default(),
+        vitals: Default::default(),
     })
     .start();
     (cluster, routing)

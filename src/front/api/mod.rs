@@ -19,6 +19,7 @@ use crate::front::error::{error, method_not_allowed};
 use crate::metrics::Metrics;
 use crate::supervisor::actors::cluster::{Apply, ApplyError, ClusterActor};
 use crate::supervisor::publisher::RoutingReader;
+use crate::supervisor::vitals::VitalSigns;
 use actix::Addr;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpResponse, ResponseError};
@@ -38,6 +39,10 @@ pub struct Ops {
     pub routing: RoutingReader,
     pub access: Arc<Access>,
     pub metrics: Arc<Metrics>,
+    /// The supervisor's own knowledge of its health, for readiness.
+    pub vitals: VitalSigns,
+    /// Database contact older than this makes the supervisor not ready.
+    pub stale_after: std::time::Duration,
 }
 
 /// Why a read failed, in words that leak no internals.

@@ -129,21 +129,38 @@ pub(crate) async fn metrics(_: Authorized, ops: web::Data<Ops>) -> HttpResponse 
 /// Readiness, open like liveness: the database answers and a node is ready.
 #[utoipa::path(get, path = "/lb/ready", tag = "liveness", responses((status = 200, description = "ready", body = Object), (status = 503, description = "not ready", body = Object)))]
 pub(crate) async fn ready(ops: web::Data<Ops>) -> HttpResponse {
-    let database = store::ping(&ops.reads.0).await.is_ok();
+    // the supervisor's own recent knowledge: no query, so it answers at once
+    let mut reasons = ops.vitals.load().unready(std::time::Instant::now(), ops.stale_after);
+    let database = reasons.is_empty();
     let ready_nodes = ops.routing.load().nodes.iter().filter(|n| n.ready).count();
-    let body = json!({ "ready": database && ready_nodes > 0, "database": database, "node_ready": ready_nodes > 0 });
-    if database && ready_nodes > 0 {
+    if ready_nodes == 0 {
+        reasons.push("no node is ready".to_owned());
+    }
+    let ready = reasons.is_empty();
+    let body = json!({ "ready": ready, "database": database, "node_ready": ready_nodes > 0, "reasons": reasons });
+    if ready {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)
     }
 }
 
+/// How long a status read waits for the database before it answers without it.
+const STATUS_READ_LIMIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `read`, or `None` when the database does not answer within [`STATUS_READ_LIMIT`].
+async fn within_limit<T, E>(read: impl std::future::Future<Output = Result<T, E>>) -> Option<T> {
+    actix_rt::time::timeout(STATUS_READ_LIMIT, read).await.ok()?.ok()
+}
+
 #[utoipa::path(get, path = "/lb/health", tag = "status", security(("bearer" = [])), responses(ReadAnswers))]
 pub(crate) async fn health(_: Authorized, ops: web::Data<Ops>) -> Result<HttpResponse, ApiError> {
     let table = ops.routing.load();
+    // last_seen is the database's; without an answer in time it is left out
+    let rows = within_limit(store::nodes(&ops.reads.0)).await;
+    let database = rows.is_some();
     let seen: HashMap<String, Option<String>> =
-        store::nodes(&ops.reads.0).await?.into_iter().map(|n| (n.node_id, n.last_seen)).collect();
+        rows.unwrap_or_default().into_iter().map(|n| (n.node_id, n.last_seen)).collect();
     let nodes: Vec<Value> = table
         .nodes
         .iter()
@@ -168,6 +185,7 @@ pub(crate) async fn health(_: Authorized, ops: web::Data<Ops>) -> Result<HttpRes
         "ready_nodes": ready,
         "total_nodes": table.nodes.len(),
         "nodes": nodes,
+        "database": database,
         "timestamp": chrono::Utc::now(),
     })))
 }
@@ -275,7 +293,7 @@ pub(crate) async fn system_status(_: Authorized, ops: web::Data<Ops>) -> Result<
         "nodes": node_details(&ops).await?,
         "capacity": capacity_of(&table),
         "routing": routing_summary(&table),
-        "database": store::ping(&ops.reads.0).await.is_ok(),
+        "database": within_limit(store::ping(&ops.reads.0)).await.is_some(),
     })))
 }
 

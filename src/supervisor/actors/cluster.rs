@@ -23,9 +23,11 @@ use crate::supervisor::pushes::{Ask, Handovers, Pushes};
 use crate::supervisor::queue::{DecisionQueue, Next, Outcome};
 use crate::supervisor::reports::FrontReport;
 use crate::supervisor::store::{self, StoreError};
+use crate::supervisor::vitals::VitalSigns;
 use actix::prelude::*;
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use serde::Serialize;
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -184,6 +186,9 @@ pub struct ClusterState {
     pub unreadable_moves: usize,
     pub decisions: u64,
     pub failed_decisions: u64,
+    /// Failed decisions whose commit was under way: they may have committed,
+    /// so their nodes were told to reconcile and the model was read again.
+    pub uncertain_commits: u64,
     pub moves: u64,
     pub last_decision: Option<DecisionSummary>,
     pub last_error: Option<String>,
@@ -203,6 +208,8 @@ pub struct ClusterDeps {
     /// What the front door reports: failed connects, monitor writes.
     pub reports: mpsc::Receiver<FrontReport>,
     pub metrics: Arc<Metrics>,
+    /// What readiness reads: written here as decisions commit or fail.
+    pub vitals: VitalSigns,
 }
 
 struct Member {
@@ -262,6 +269,8 @@ pub struct ClusterActor {
     committed_table: RoutingTable,
     /// Last count of unreadable ledger rows, so the warning is logged once per change.
     unreadable_moves: usize,
+    uncertain_commits: u64,
+    vitals: VitalSigns,
 }
 
 /// What a decision's transaction produced: the decision, whether Kuma's setup is
@@ -292,6 +301,7 @@ impl ClusterActor {
             publisher: deps.publisher,
             reports: Some(deps.reports),
             metrics: deps.metrics,
+            vitals: deps.vitals,
             members: BTreeMap::new(),
             missing_tables: None,
             schema_logged: None,
@@ -309,6 +319,7 @@ impl ClusterActor {
             last_error: None,
             committed_table: RoutingTable::default(),
             unreadable_moves: 0,
+            uncertain_commits: 0,
         }
     }
 
@@ -392,6 +403,12 @@ impl ClusterActor {
         ctx.spawn(look.into_actor(self).map(|result, act, ctx| {
             let now = act.clock.now();
             let say = act.schema_logged.is_none_or(|t| now.saturating_duration_since(t) >= SCHEMA_LOG_EVERY);
+            if let Ok(missing) = &result {
+                act.vitals.update(|v| {
+                    v.last_contact = Some(Instant::now());
+                    v.waiting_for = missing.iter().map(|t| t.to_string()).collect();
+                });
+            }
             match result {
                 Ok(missing) if missing.is_empty() => {
                     if act.missing_tables.as_ref().is_some_and(|m| !m.is_empty()) {
@@ -409,6 +426,7 @@ impl ClusterActor {
                     act.missing_tables = Some(missing);
                 }
                 Err(error) => {
+                    act.vitals.update(|v| v.failing = Some(format!("cannot read the schema: {error}")));
                     if say {
                         tracing::warn!(error = %error, "cannot look for the Kuma nodes' tables; not ready");
                         act.schema_logged = Some(now);
@@ -443,6 +461,11 @@ impl ClusterActor {
         let static_nodes = self.static_nodes.clone();
         let (started, setup_known) = (self.started, self.setup_complete);
         let healths: Vec<(String, Health)> = nodes.iter().map(|(id, i)| (id.clone(), i.health)).collect();
+        // the moves of a commit under way: if it ends in an error or the
+        // deadline, it may have happened all the same
+        let committing: Rc<Cell<Option<Vec<Move>>>> = Rc::default();
+        let under_way = committing.clone();
+        let deadline = self.settings.cluster.decision_timeout;
         let run = async move {
             let begun = Instant::now();
             let setup_complete = setup_known || store::setup_complete(&db).await?;
@@ -467,11 +490,32 @@ impl ClusterActor {
                 if !decision.changes.is_empty() {
                     store::write(&txn, &decision.changes, chrono::Utc::now()).await?;
                 }
+                under_way.set(Some(decision.changes.moves.clone()));
                 txn.commit().await?;
             }
             Ok::<_, StoreError>(Ok(Decided { decision, healths, setup_complete, took: begun.elapsed(), committed }))
         };
-        ctx.spawn(run.into_actor(self).map(|result, act, ctx| act.decided(result, ctx)));
+        let bounded = async move {
+            let result = actix_rt::time::timeout(deadline, run).await.unwrap_or(Err(StoreError::Timeout(deadline)));
+            let uncertain = if result.is_err() { committing.take() } else { None };
+            (result, uncertain)
+        };
+        ctx.spawn(bounded.into_actor(self).map(|(result, uncertain), act, ctx| {
+            if let Some(moves) = uncertain {
+                act.may_have_committed(&moves, ctx);
+            }
+            act.decided(result, ctx)
+        }));
+    }
+
+    /// A commit ended in an error or the deadline: it may have happened. It is
+    /// not taken for a rollback: every node its moves touch is told to
+    /// reconcile (a node finds nothing new if it did not happen), and the retry
+    /// reads the whole model from the database again.
+    fn may_have_committed(&mut self, moves: &[Move], ctx: &mut Context<Self>) {
+        tracing::warn!(moves = moves.len(), "a commit was under way when the decision failed: it may have happened; its nodes reconcile");
+        self.uncertain_commits += 1;
+        self.push_moves(moves, ctx);
     }
 
     fn decided(&mut self, result: Result<Result<Decided, Refusal>, StoreError>, ctx: &mut Context<Self>) {
@@ -512,14 +556,18 @@ impl ClusterActor {
     fn committed(&mut self, decision: Decision, took: Duration, ctx: &mut Context<Self>) -> DecisionSummary {
         self.decisions += 1;
         self.last_error = None;
+        self.vitals.update(|v| {
+            v.last_contact = Some(Instant::now());
+            v.failing = None;
+        });
         if decision.started && !self.started {
             self.started = true;
             tracing::info!(nodes = self.members.len(), "every node has a verdict; supervision begins");
         }
         let summary = decision.summary(took.as_millis() as u64);
         self.sync_members(&decision.members, ctx);
-        self.committed_table = decision.table.clone();
-        self.publisher.publish(decision.table);
+        self.committed_table = decision.table;
+        self.publish_with_current_health();
 
         self.push_moves(&decision.changes.moves, ctx);
 
@@ -619,7 +667,7 @@ impl ClusterActor {
         let message = error.to_string();
         tracing::error!(error = %message, "decision failed and rolled back");
         self.last_error = Some(message.clone());
-        self.publish_health_only();
+        self.vitals.update(|v| v.failing = Some(message.clone()));
         let db = self.db.clone();
         let event = NewEvent {
             kind: "decision",
@@ -635,10 +683,11 @@ impl ClusterActor {
         message
     }
 
-    /// Traffic must leave a dead node even while the database is unreachable: the
-    /// last committed table is republished with each node's current health, and
-    /// its monitor map is left as committed.
-    fn publish_health_only(&self) {
+    /// Traffic leaves a dead node at its transition, whatever the database
+    /// does: the last committed table is published with each node's current
+    /// health (a decision may have read an older one), its monitor map as
+    /// committed.
+    fn publish_with_current_health(&self) {
         let mut table = self.committed_table.clone();
         for node in &mut table.nodes {
             if let Some(member) = self.members.get(&node.id) {
@@ -825,6 +874,7 @@ impl Handler<NodeTransition> for ClusterActor {
                 self.apply_health(&id, Health::Up, Health::Down, ctx);
             }
         }
+        self.publish_with_current_health();
         self.request(ctx, None);
     }
 }
@@ -1003,6 +1053,7 @@ impl Handler<GetClusterState> for ClusterActor {
             unreadable_moves: self.unreadable_moves,
             decisions: self.decisions,
             failed_decisions: self.failed_decisions,
+            uncertain_commits: self.uncertain_commits,
             moves: self.moves,
             last_decision: self.last_decision.clone(),
             last_error: self.last_error.clone(),
