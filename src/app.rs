@@ -110,6 +110,8 @@ pub async fn dev(mut settings: Settings) -> Result<(), ServeError> {
 
 async fn run(settings: Settings, db: DatabaseConnection, dev: Option<Addr<DevNodes>>) -> Result<(), ServeError> {
     let listen = settings.server.listen;
+    // the port first: a busy one ends the start before anything else runs
+    let listener = std::net::TcpListener::bind(listen).map_err(|source| ServeError::Bind { addr: listen, source })?;
     let settings = Arc::new(settings);
     let publisher = RoutingPublisher::new();
     let (reports_tx, reports) = mpsc::channel(REPORT_QUEUE);
@@ -154,7 +156,7 @@ async fn run(settings: Settings, db: DatabaseConnection, dev: Option<Addr<DevNod
     })
         .workers(workers)
         .disable_signals()
-        .bind(listen)
+        .listen(listener)
         .map_err(|source| ServeError::Bind { addr: listen, source })?
         .run();
     let handle = server.handle();

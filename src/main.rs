@@ -195,6 +195,11 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // a port another process holds is a setting to fix, like a bad key
+        Err(e) if matches!(e.downcast_ref(), Some(kuma_cluster::app::ServeError::Bind { .. })) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             tracing::error!(error = %e, "kuma-cluster stopped");
             ExitCode::FAILURE

@@ -24,6 +24,24 @@ fn an_invalid_setting_prints_one_line_naming_the_key_and_exits_with_2() {
 }
 
 #[test]
+fn a_busy_listen_port_prints_one_line_naming_the_address_and_exits_with_2() {
+    let dir = common::TempDir::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = binary()
+        .arg("serve")
+        .env("KUMA_CLUSTER__DATABASE__URL", format!("sqlite://{}/kc.db?mode=rwc", dir.0.display()))
+        .env("KUMA_CLUSTER__SERVER__LISTEN", &addr)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.starts_with(&format!("error: cannot listen on {addr}: ")), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
 fn a_missing_config_file_exits_with_2() {
     let out = binary().args(["--config", "/nonexistent/kc.toml", "serve"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
