@@ -27,6 +27,7 @@ fn main() {
     // the pure planner on the same shape, best of 5
     let per_node = MONITORS / (NODES - 1);
     let view = ClusterView {
+        place_unassigned: false,
         nodes: (1..=NODES)
             .map(|i| NodeView {
                 id: format!("node{i}"),

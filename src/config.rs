@@ -150,6 +150,9 @@ pub struct ClusterSettings {
 #[derive(Clone, Debug)]
 pub struct PlacementSettings {
     pub limit_per_node: usize,
+    /// Place active monitors with neither a home nor an override; by default
+    /// they stay unassigned (the nodes' "NA").
+    pub place_unassigned: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -259,6 +262,7 @@ struct RawCluster {
 #[serde(deny_unknown_fields)]
 struct RawPlacement {
     limit_per_node: usize,
+    place_unassigned: bool,
 }
 
 #[derive(Deserialize)]
@@ -421,7 +425,10 @@ impl Settings {
             api: ApiSettings { tokens, allow },
             health,
             cluster,
-            placement: PlacementSettings { limit_per_node: raw.placement.limit_per_node },
+            placement: PlacementSettings {
+                limit_per_node: raw.placement.limit_per_node,
+                place_unassigned: raw.placement.place_unassigned,
+            },
             nodes: NodeSettings {
                 auth_header: (!auth_header.is_empty()).then_some(auth_header),
                 reconcile_timeout: positive_duration("nodes.reconcile_timeout", &raw.nodes.reconcile_timeout)?,
@@ -484,6 +491,7 @@ mod tests {
         assert_eq!(s.cluster.hold_down, Duration::from_secs(10));
         assert_eq!(s.cluster.reconcile_interval, Duration::from_secs(10));
         assert_eq!(s.placement.limit_per_node, 1000);
+        assert!(!s.placement.place_unassigned, "the nodes' NA stays unplaced unless asked");
         assert_eq!(s.nodes.auth_header, None);
         assert!(s.database.url.starts_with("sqlite:"));
         assert_eq!(s.proxy.connect_timeout, Duration::from_secs(2));

@@ -418,7 +418,102 @@ async fn a_status_the_node_rewrites_at_restart_is_put_back_without_a_second_node
     t.drop_db().await;
 }
 
+async fn node_ids_compare_the_way_the_database_compares_them(t: TestDb) {
+    let sup = Supervisor::settled(&t, 2, 2).await;
+    // monitor 5 is homed on 'NODE1 ', monitor 6 overridden to 'Node2'
+    t.exec("INSERT INTO monitor (name, active, node_id) VALUES ('upper', 1, 'NODE1 ')").await;
+    t.exec("INSERT INTO monitor (name, active, node_id, assigned_node) VALUES ('override', 1, 'node1', 'Node2')").await;
+    let summary = sup.reconcile().await;
+    let table = sup.routing.load();
+    if t.backend() == sea_orm::DbBackend::Sqlite {
+        // SQLite compares bytes: no node runs them, so both are placed
+        assert_eq!(summary.displaced, 2);
+        assert_eq!(t.running_on("NODE1 ").await + t.running_on("Node2").await, 0);
+    } else {
+        // MariaDB's default collation ignores case and trailing spaces: node1 and node2 run them
+        assert!(!summary.wrote, "nothing moves: {summary:?}");
+        assert_eq!(ledger(&t).await.len(), 0);
+        assert_eq!(table.nodes[table.monitors[&5]].id, "node1");
+        assert_eq!(table.nodes[table.monitors[&6]].id, "node2");
+        assert_eq!(table.node("node1").unwrap().monitor_count, 3);
+    }
+    t.drop_db().await;
+}
+
+async fn empty_strings_are_values_and_a_blank_node_id_is_never_a_target(t: TestDb) {
+    let sup = Supervisor::settled(&t, 2, 2).await;
+    // a node row no node can own, three monitors homed on it, one overridden to ''
+    t.exec("INSERT INTO node (node_id, node_name, host, status, active, is_primary) VALUES ('', 'blank', '127.0.0.1:9', 'online', 1, 0)").await;
+    t.exec("INSERT INTO monitor (name, active, node_id) VALUES ('b1', 1, ''), ('b2', 1, ''), ('b3', 1, '')").await;
+    t.exec("UPDATE monitor SET assigned_node = '' WHERE id = 1").await;
+    let first = sup.reconcile().await;
+    assert_eq!(first.displaced, 4, "the three on '' and the one overridden to '' run nowhere: placed");
+    let state = sup.state().await;
+    assert_eq!(state.unusable_nodes, vec![String::new()]);
+    assert_eq!(state.nodes.len(), 2, "'' is not supervised");
+    for m in t.monitors().await {
+        let on = m.2.clone().or(m.1.clone()).unwrap();
+        assert!(on == "node1" || on == "node2", "monitor {} runs on {on:?}", m.0);
+    }
+    let rows_after_first = ledger(&t).await.len();
+    for _ in 0..5 {
+        sup.clock.advance(Duration::from_secs(10));
+        let again = sup.reconcile().await;
+        assert_eq!(again.moves, 0, "nothing moves again: {again:?}");
+    }
+    assert_eq!(ledger(&t).await.len(), rows_after_first, "no ledger churn");
+    assert!(ledger(&t).await.iter().all(|r| !r.4), "rows from '' cannot return: closed");
+    let reported = t.count("SELECT COUNT(*) FROM kc_event_log WHERE kind = 'node_id_unusable'").await;
+    assert_eq!(reported, 1, "the event log is told once");
+    t.drop_db().await;
+}
+
+async fn monitors_with_neither_home_nor_override_stay_unassigned_and_are_counted(t: TestDb) {
+    let sup = Supervisor::settled(&t, 2, 2).await;
+    t.exec("INSERT INTO monitor (name, active) VALUES ('na1', 1), ('na2', 1), ('paused-na', 0)").await;
+    let summary = sup.reconcile().await;
+    assert_eq!(summary.moves, 0);
+    assert_eq!(sup.state().await.unassigned, 2, "active ones only");
+    assert_eq!(t.count("SELECT COUNT(*) FROM monitor WHERE node_id IS NULL AND assigned_node IS NULL").await, 3);
+    sup.addr.send(Shutdown).await.unwrap();
+    // placing them is the operator's opt-in
+    let sup = Supervisor::start(&t, Rc::new(SilentProbe), &[("KUMA_CLUSTER__PLACEMENT__PLACE_UNASSIGNED", "true")]);
+    sup.reconcile().await;
+    sup.transition("node1", Unknown, Up).await;
+    sup.transition("node2", Unknown, Up).await;
+    sup.reconcile().await;
+    assert_eq!(sup.state().await.unassigned, 0);
+    assert_eq!(t.count("SELECT COUNT(*) FROM monitor WHERE node_id IS NULL AND assigned_node IS NULL").await, 1, "the paused one stays");
+    assert_eq!(t.running_on("node1").await + t.running_on("node2").await, 6);
+    t.drop_db().await;
+}
+
+async fn superseded_operator_rows_and_rows_of_deleted_monitors_and_nodes_are_closed(t: TestDb) {
+    let sup = Supervisor::settled(&t, 3, 2).await;
+    t.exec("UPDATE monitor SET assigned_node = 'node3' WHERE id = 1").await;
+    t.exec("UPDATE monitor SET assigned_node = 'node2' WHERE id = 5").await;
+    t.exec(
+        "INSERT INTO kc_move_ledger (monitor_id, from_node, to_node, reason, created_at) VALUES \
+         (1, 'node1', 'node2', 'manual', '2026-11-01 00:00:00'), (1, 'node2', 'node3', 'rebalance', '2026-11-02 00:00:00'), \
+         (2, 'node1', 'node3', 'manual', '2026-11-01 00:00:00'), (5, 'gone', 'node2', 'failover', '2026-11-01 00:00:00')",
+    )
+    .await;
+    t.exec("DELETE FROM monitor WHERE id = 2").await;
+    let summary = sup.reconcile().await;
+    assert_eq!(summary.ledger_closed, 3, "{summary:?}");
+    let open: Vec<(i64, String)> = ledger(&t).await.into_iter().filter(|r| r.4).map(|r| (r.0, r.3)).collect();
+    assert_eq!(open, vec![(1, "rebalance".to_string())], "only the row that says where monitor 1 runs stays open");
+    let gone = t.rows("SELECT node_id, outcome FROM kc_event_log WHERE kind = 'origin_gone'", 2).await;
+    assert_eq!(gone, vec![vec![Some("gone".to_string()), Some("committed".to_string())]]);
+    assert_eq!(t.running_on("node2").await, 3, "monitor 5 stays where it runs");
+    t.drop_db().await;
+}
+
 on_both_backends!(
+    node_ids_compare_the_way_the_database_compares_them,
+    empty_strings_are_values_and_a_blank_node_id_is_never_a_target,
+    monitors_with_neither_home_nor_override_stay_unassigned_and_are_counted,
+    superseded_operator_rows_and_rows_of_deleted_monitors_and_nodes_are_closed,
     a_status_the_node_rewrites_at_restart_is_put_back_without_a_second_node_down,
     a_transition_during_a_refused_command_is_decided_without_waiting_for_a_tick,
     shutdown_lets_the_decision_in_flight_commit,

@@ -16,6 +16,10 @@ pub struct NodeRow {
     pub is_primary: bool,
 }
 
+/// A monitor row as the nodes read it. `home` and `assigned` are the node
+/// row's own id when the value matches one under the database's comparison
+/// (so `'N1 '` reads as `n1` on MariaDB), else the value as stored: `''` is a
+/// value, not NULL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MonitorRow {
     pub id: MonitorId,
@@ -35,6 +39,9 @@ pub struct ClusterRows {
     pub unreadable_moves: usize,
     /// Nodes an operator has taken out of service.
     pub admin: Vec<(String, AdminState)>,
+    /// Node rows whose id no node can own (empty, or only spaces): left out of
+    /// `nodes`, so they are never a target and their monitors are placed elsewhere.
+    pub unusable_nodes: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

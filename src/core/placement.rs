@@ -24,7 +24,7 @@
 
 use crate::core::health::Health;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 pub type MonitorId = u32;
 
@@ -93,7 +93,26 @@ impl NodeView {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
     pub node: String,
+    /// The open rows of its failover chain, oldest first.
     pub rows: Vec<i64>,
+    /// The nodes the chain passed through before the current one: `rows[k]`
+    /// took the monitor to `via[k]`.
+    pub via: Vec<String>,
+}
+
+impl Origin {
+    /// The chain's rows to close when the monitor goes back to `node`: all of
+    /// them for the origin, those after its stop for a node the chain passed
+    /// through; `None` when `node` is not on the chain. Going back is never a
+    /// new displacement, so a chain never visits a node twice and has fewer
+    /// rows than there are nodes.
+    pub fn back_to(&self, node: &str) -> Option<Vec<i64>> {
+        if node == self.node {
+            return Some(self.rows.clone());
+        }
+        let stop = self.via.iter().position(|v| v == node)?;
+        Some(self.rows.get(stop + 1..).unwrap_or_default().to_vec())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,6 +137,9 @@ impl MonitorView {
 pub struct ClusterView {
     pub nodes: Vec<NodeView>,
     pub monitors: Vec<MonitorView>,
+    /// Place active monitors with neither a home nor an override. Off by
+    /// default: in the nodes' UI that is the operator's "NA", run nowhere.
+    pub place_unassigned: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,6 +194,18 @@ impl Move {
             kind,
         }
     }
+
+    /// Its ledger row is recorded closed: a displaced monitor that had no node
+    /// has nowhere to return to, and an operator's unpinned move home leaves
+    /// nothing to remember ([`read_ledger`] would close it).
+    pub fn closed_at_once(&self) -> bool {
+        match self.kind {
+            MoveKind::Displace(_) => self.from.is_none(),
+            MoveKind::Manual { pinned } => self.assigned.is_none() && !pinned,
+            MoveKind::Rebalance => self.assigned.is_none(),
+            MoveKind::Revert { .. } => false,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -204,16 +238,36 @@ pub struct LedgerReading {
     /// Monitors whose latest operator move pinned them where they still are.
     pub pinned: std::collections::HashSet<MonitorId>,
     /// Rows that no longer describe where a monitor is (it was moved by someone
-    /// else, or an operator's move superseded them): closed without moving anything.
+    /// else, a later operator move superseded them, its monitor was deleted, or
+    /// its origin node was): closed without moving anything.
     pub stale: Vec<i64>,
+    /// Origin nodes that no longer exist, with the rows closed for each: their
+    /// monitors now belong where they run.
+    pub orphaned: BTreeMap<String, usize>,
+}
+
+/// Where an existing monitor runs, as the ledger needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Whereabouts<'a> {
+    /// Its node, if any.
+    pub node: Option<&'a str>,
+    /// It runs there by an override, not at home.
+    pub overridden: bool,
 }
 
 /// Reads open ledger rows (any order). A monitor's origin is the `from` of the
 /// first displacement after the last operator move, valid only while the latest
-/// row still names the node the monitor runs on.
+/// row still names the node the monitor runs on and the origin still exists.
+/// Only the last operator move stays open, and only while it still describes
+/// the monitor: it is where the monitor runs by an override (or pinned there),
+/// or where its failover chain began. So each open row belongs to a monitor
+/// that exists and is displaced (by an override, a pin or a failover), with at
+/// most one operator row plus one displacement per node it failed over from.
+/// `whereabouts` is `None` for a monitor that no longer exists.
 pub fn read_ledger<'a>(
     rows: &[OpenMove],
-    effective_of: impl Fn(MonitorId) -> Option<&'a str>,
+    whereabouts: impl Fn(MonitorId) -> Option<Whereabouts<'a>>,
+    node_exists: impl Fn(&str) -> bool,
 ) -> LedgerReading {
     let mut by_monitor: HashMap<MonitorId, Vec<&OpenMove>> = HashMap::new();
     for row in rows {
@@ -222,26 +276,51 @@ pub fn read_ledger<'a>(
     let mut reading = LedgerReading::default();
     for (monitor, mut rows) in by_monitor {
         rows.sort_by_key(|r| r.id);
+        let Some(Whereabouts { node: current, overridden }) = whereabouts(monitor) else {
+            reading.stale.extend(rows.iter().map(|r| r.id));
+            continue;
+        };
         let tail_start = rows.iter().rposition(|r| !r.reason.is_displacement()).map_or(0, |i| i + 1);
         let (head, tail) = rows.split_at(tail_start);
-        let current = effective_of(monitor);
-        if let Some(operator) = head.last() {
-            if operator.pinned && tail.is_empty() && current == Some(operator.to.as_str()) {
-                reading.pinned.insert(monitor);
-            }
-        }
-        reading
-            .stale
-            .extend(head.iter().filter(|r| r.reason.is_displacement()).map(|r| r.id));
-        let Some(last) = tail.last() else { continue };
-        match (&tail[0].from, current == Some(last.to.as_str())) {
-            (Some(origin), true) => {
+        let (operator, superseded) = match head.split_last() {
+            Some((last, earlier)) => (Some(*last), earlier),
+            None => (None, &[][..]),
+        };
+        reading.stale.extend(superseded.iter().map(|r| r.id));
+        let chain = match (tail.first(), tail.last()) {
+            (Some(first), Some(last)) if current == Some(last.to.as_str()) => first.from.as_deref(),
+            _ => None,
+        };
+        let valid = chain.filter(|origin| node_exists(origin));
+        match chain {
+            Some(origin) if valid.is_some() => {
                 reading.origins.insert(
                     monitor,
-                    Origin { node: origin.clone(), rows: tail.iter().map(|r| r.id).collect() },
+                    Origin {
+                        node: origin.to_owned(),
+                        rows: tail.iter().map(|r| r.id).collect(),
+                        via: tail[..tail.len() - 1].iter().map(|r| r.to.clone()).collect(),
+                    },
                 );
             }
-            _ => reading.stale.extend(tail.iter().map(|r| r.id)),
+            Some(origin) => {
+                *reading.orphaned.entry(origin.to_owned()).or_default() += tail.len();
+                reading.stale.extend(tail.iter().map(|r| r.id));
+            }
+            None => reading.stale.extend(tail.iter().map(|r| r.id)),
+        }
+        let Some(operator) = operator else { continue };
+        // the operator's choice is where the monitor runs, or where its failover chain began
+        let chose = Some(operator.to.as_str());
+        let describes = if tail.is_empty() {
+            current == chose && (overridden || operator.pinned)
+        } else {
+            valid.is_some() && valid == chose
+        };
+        if !describes {
+            reading.stale.push(operator.id);
+        } else if operator.pinned && tail.is_empty() {
+            reading.pinned.insert(monitor);
         }
     }
     reading.stale.sort_unstable();
@@ -326,7 +405,7 @@ pub fn plan(view: &ClusterView) -> Plan {
     };
 
     for (k, m) in view.monitors.iter().enumerate() {
-        if !m.active || moved[k] {
+        if !m.active || moved[k] || (m.effective().is_none() && !view.place_unassigned) {
             continue;
         }
         let current = current_of(m).map(|i| &view.nodes[i]);
@@ -366,7 +445,13 @@ pub fn plan(view: &ClusterView) -> Plan {
         shift_load(&mut loads, current_of(m), target);
         gained[target] += 1;
         moved[k] = true;
-        plan.moves.push(Move::new(m, view.nodes[target].id.clone(), MoveKind::Displace(reason)));
+        // back to a node on its failover chain: the rows since close, none opens
+        let to = view.nodes[target].id.clone();
+        let kind = match m.origin.as_ref().and_then(|o| o.back_to(&to)) {
+            Some(closes) => MoveKind::Revert { closes },
+            None => MoveKind::Displace(reason),
+        };
+        plan.moves.push(Move::new(m, to, kind));
     }
 
     plan
@@ -542,12 +627,22 @@ impl ClusterView {
                 m.pinned = false;
             }
             match &mv.kind {
-                MoveKind::Revert { .. } | MoveKind::Manual { .. } | MoveKind::Rebalance => m.origin = None,
-                MoveKind::Displace(_) => {
-                    if m.origin.is_none() {
-                        m.origin = mv.from.clone().map(|node| Origin { node, rows: Vec::new() });
-                    }
-                }
+                MoveKind::Revert { closes } => match m.origin.as_mut() {
+                    Some(o) if o.node != mv.to => match o.via.iter().position(|v| *v == mv.to) {
+                        Some(stop) => {
+                            o.via.truncate(stop);
+                            o.rows.retain(|r| !closes.contains(r));
+                        }
+                        None => m.origin = None,
+                    },
+                    _ => m.origin = None,
+                },
+                MoveKind::Manual { .. } | MoveKind::Rebalance => m.origin = None,
+                MoveKind::Displace(_) => match (m.origin.as_mut(), mv.from.clone()) {
+                    (Some(o), Some(from)) => o.via.push(from),
+                    (None, from) => m.origin = from.map(|node| Origin { node, rows: Vec::new(), via: Vec::new() }),
+                    (Some(_), None) => {}
+                },
             }
         }
     }
@@ -591,7 +686,7 @@ mod tests {
     fn displaced(id: MonitorId, home: &str, at: &str, origin: &str, row: i64) -> MonitorView {
         MonitorView {
             assigned: Some(at.into()),
-            origin: Some(Origin { node: origin.into(), rows: vec![row] }),
+            origin: Some(Origin { node: origin.into(), rows: vec![row], via: Vec::new() }),
             ..at_home(id, home)
         }
     }
@@ -599,6 +694,7 @@ mod tests {
     #[test]
     fn a_down_nodes_monitors_spread_evenly_over_ready_nodes() {
         let mut view = ClusterView {
+            place_unassigned: false,
             nodes: vec![node("a", Health::Down), node("b", Health::Up), node("c", Health::Up)],
             monitors: (0..10).map(|i| at_home(i, "a")).collect(),
         };
@@ -614,6 +710,7 @@ mod tests {
     #[test]
     fn a_recovered_settled_origin_gets_its_monitors_back_home() {
         let mut view = ClusterView {
+            place_unassigned: false,
             nodes: vec![node("a", Health::Up), node("b", Health::Up)],
             monitors: vec![displaced(1, "a", "b", "a", 7)],
         };
@@ -637,6 +734,7 @@ mod tests {
         let mut a = node("a", Health::Up);
         a.settled = false;
         let view = ClusterView {
+            place_unassigned: false,
             nodes: vec![a, node("b", Health::Up)],
             monitors: vec![displaced(1, "a", "b", "a", 7)],
         };
@@ -646,6 +744,7 @@ mod tests {
     #[test]
     fn a_revert_to_an_override_restores_the_override() {
         let view = ClusterView {
+            place_unassigned: false,
             nodes: vec![node("a", Health::Up), node("b", Health::Up), node("c", Health::Up)],
             monitors: vec![displaced(1, "b", "c", "a", 3)],
         };
@@ -655,6 +754,7 @@ mod tests {
     #[test]
     fn with_no_ready_node_nothing_moves_and_the_monitors_are_stranded() {
         let view = ClusterView {
+            place_unassigned: false,
             nodes: vec![node("a", Health::Down), node("b", Health::Down)],
             monitors: vec![at_home(1, "a"), at_home(2, "b")],
         };
@@ -666,6 +766,7 @@ mod tests {
     #[test]
     fn monitors_on_a_node_without_a_verdict_stay_put() {
         let view = ClusterView {
+            place_unassigned: false,
             nodes: vec![node("a", Health::Unknown), node("b", Health::Up)],
             monitors: vec![at_home(1, "a")],
         };
@@ -673,25 +774,29 @@ mod tests {
     }
 
     #[test]
-    fn monitors_without_a_node_or_on_an_unknown_node_are_placed() {
-        let view = ClusterView {
+    fn monitors_on_an_unknown_node_are_placed_and_unassigned_ones_only_when_asked() {
+        let mut view = ClusterView {
+            place_unassigned: false,
             nodes: vec![node("b", Health::Up)],
             monitors: vec![
                 MonitorView { id: 1, active: true, home: None, assigned: None, origin: None, pinned: false },
                 at_home(2, "ghost"),
             ],
         };
-        let plan = plan(&view);
-        assert_eq!(plan.moves.len(), 2);
-        assert_eq!(plan.moves[0].from, None);
-        assert_eq!(plan.moves[1].from.as_deref(), Some("ghost"));
+        let left = plan(&view);
+        assert_eq!(left.moves.len(), 1, "the operator's NA stays");
+        assert_eq!(left.moves[0].from.as_deref(), Some("ghost"));
+        view.place_unassigned = true;
+        let placed = plan(&view);
+        assert_eq!(placed.moves.len(), 2);
+        assert_eq!(placed.moves[0].from, None);
     }
 
     #[test]
     fn a_disabled_node_is_drained() {
         let mut a = node("a", Health::Up);
         a.enabled = false;
-        let view = ClusterView { nodes: vec![a, node("b", Health::Up)], monitors: vec![at_home(1, "a")] };
+        let view = ClusterView { nodes: vec![a, node("b", Health::Up)], monitors: vec![at_home(1, "a")], place_unassigned: false };
         assert_eq!(plan(&view).moves[0].kind, MoveKind::Displace(Reason::Drain));
     }
 
@@ -699,7 +804,7 @@ mod tests {
     fn paused_monitors_are_not_moved_off_a_down_node() {
         let mut paused = at_home(1, "a");
         paused.active = false;
-        let view = ClusterView { nodes: vec![node("a", Health::Down), node("b", Health::Up)], monitors: vec![paused] };
+        let view = ClusterView { nodes: vec![node("a", Health::Down), node("b", Health::Up)], monitors: vec![paused], place_unassigned: false };
         assert_eq!(plan(&view), Plan::default());
     }
 
@@ -708,11 +813,12 @@ mod tests {
         let mut b = node("b", Health::Up);
         b.stable = false;
         let view = ClusterView {
+            place_unassigned: false,
             nodes: vec![node("a", Health::Down), b.clone(), node("c", Health::Up)],
             monitors: (0..4).map(|i| at_home(i, "a")).collect(),
         };
         assert!(plan(&view).moves.iter().all(|m| m.to == "c"));
-        let view = ClusterView { nodes: vec![node("a", Health::Down), b], monitors: vec![at_home(1, "a")] };
+        let view = ClusterView { nodes: vec![node("a", Health::Down), b], monitors: vec![at_home(1, "a")], place_unassigned: false };
         assert_eq!(plan(&view).moves[0].to, "b");
     }
 
@@ -721,6 +827,7 @@ mod tests {
         let mut b = node("b", Health::Up);
         b.limit = 1;
         let view = ClusterView {
+            place_unassigned: false,
             nodes: vec![node("a", Health::Down), b, node("c", Health::Up)],
             monitors: vec![at_home(1, "a"), at_home(2, "a"), at_home(3, "b"), at_home(4, "c"), at_home(5, "c")],
         };
@@ -739,7 +846,7 @@ mod tests {
         }
         monitors.push(at_home(20, "c"));
         monitors.push(at_home(21, "c"));
-        let view = ClusterView { nodes: vec![node("a", Health::Up), node("b", Health::Up), node("c", Health::Up)], monitors };
+        let view = ClusterView { nodes: vec![node("a", Health::Up), node("b", Health::Up), node("c", Health::Up)], monitors, place_unassigned: false };
         let moves = plan_rebalance(&view, None, false);
         assert_eq!(moves.len(), 6, "12 over 3 nodes: a gives up 6");
         assert!(moves.iter().all(|m| m.kind == MoveKind::Rebalance && m.from.as_deref() == Some("a")));
@@ -757,10 +864,11 @@ mod tests {
     fn rebalancing_leaves_pinned_and_returning_monitors_and_unready_nodes_alone() {
         let mut monitors: Vec<MonitorView> = (0..6).map(|i| at_home(i, "a")).collect();
         monitors[0].pinned = true;
-        monitors[1].origin = Some(Origin { node: "c".into(), rows: vec![1] });
+        monitors[1].origin = Some(Origin { node: "c".into(), rows: vec![1], via: Vec::new() });
         let mut damped = node("d", Health::Up);
         damped.stable = false;
         let view = ClusterView {
+            place_unassigned: false,
             nodes: vec![node("a", Health::Up), node("b", Health::Up), node("c", Health::Down), damped],
             monitors,
         };
@@ -776,7 +884,7 @@ mod tests {
         let monitors: Vec<MonitorView> = (0..17)
             .map(|i| at_home(i, match i { 0..=8 => "a", 9..=11 => "b", _ => "c" }))
             .collect();
-        let mut view = ClusterView { nodes: vec![node("a", Health::Up), node("b", Health::Up), limited], monitors };
+        let mut view = ClusterView { nodes: vec![node("a", Health::Up), node("b", Health::Up), limited], monitors, place_unassigned: false };
         let moves = plan_rebalance(&view, None, false);
         view.apply(&moves);
         let loads = view.loads();
@@ -794,7 +902,7 @@ mod tests {
                 MonitorView { assigned: Some(away.into()), ..at_home(i, home) }
             })
             .collect();
-        let view = ClusterView { nodes: vec![node("a", Health::Up), node("b", Health::Up)], monitors };
+        let view = ClusterView { nodes: vec![node("a", Health::Up), node("b", Health::Up)], monitors, place_unassigned: false };
         assert!(plan_rebalance(&view, None, false).is_empty(), "already even");
         let moves = plan_rebalance(&view, None, true);
         assert_eq!(moves.len(), 4);
@@ -806,18 +914,32 @@ mod tests {
         OpenMove { id, monitor, from: Some(from.into()), to: to.into(), reason, pinned: false }
     }
 
+    /// A monitor running on `node` by an override.
+    fn away(node: &str) -> Whereabouts<'_> {
+        Whereabouts { node: Some(node), overridden: true }
+    }
+
+    #[test]
+    fn an_unpinned_operator_move_that_brought_a_monitor_home_leaves_nothing_open() {
+        let rows = vec![open(1, 1, "a", "h", Reason::Rebalance), OpenMove { pinned: true, ..open(2, 2, "a", "h", Reason::Manual) }];
+        let home = Whereabouts { node: Some("h"), overridden: false };
+        let reading = read_ledger(&rows, |_| Some(home), |_| true);
+        assert_eq!(reading.stale, vec![1], "a pin at home is remembered");
+        assert!(reading.pinned.contains(&2));
+    }
+
     #[test]
     fn the_ledger_origin_is_the_first_displacement_of_a_chain() {
         let rows = vec![open(2, 1, "b", "c", Reason::Failover), open(1, 1, "a", "b", Reason::Failover)];
-        let reading = read_ledger(&rows, |_| Some("c"));
-        assert_eq!(reading.origins[&1], Origin { node: "a".into(), rows: vec![1, 2] });
+        let reading = read_ledger(&rows, |_| Some(away("c")), |_| true);
+        assert_eq!(reading.origins[&1], Origin { node: "a".into(), rows: vec![1, 2], via: vec!["b".into()] });
         assert!(reading.stale.is_empty());
     }
 
     #[test]
     fn an_operator_move_supersedes_earlier_displacements() {
         let rows = vec![open(1, 1, "a", "b", Reason::Failover), open(2, 1, "b", "c", Reason::Manual)];
-        let reading = read_ledger(&rows, |_| Some("c"));
+        let reading = read_ledger(&rows, |_| Some(away("c")), |_| true);
         assert!(reading.origins.is_empty());
         assert_eq!(reading.stale, vec![1]);
     }
@@ -825,16 +947,52 @@ mod tests {
     #[test]
     fn a_displacement_after_an_operator_move_returns_to_the_operators_choice() {
         let rows = vec![open(1, 1, "a", "c", Reason::Manual), open(2, 1, "c", "d", Reason::Failover)];
-        let reading = read_ledger(&rows, |_| Some("d"));
+        let reading = read_ledger(&rows, |_| Some(away("d")), |_| true);
         assert_eq!(reading.origins[&1].node, "c");
     }
 
     #[test]
     fn rows_that_no_longer_match_the_monitor_are_stale() {
         let rows = vec![open(1, 1, "a", "b", Reason::Failover)];
-        let reading = read_ledger(&rows, |_| Some("z"));
+        let reading = read_ledger(&rows, |_| Some(away("z")), |_| true);
         assert!(reading.origins.is_empty());
         assert_eq!(reading.stale, vec![1]);
+    }
+
+    #[test]
+    fn only_the_last_operator_move_stays_open_while_it_still_says_where_the_monitor_runs() {
+        let rows = vec![
+            open(1, 1, "a", "b", Reason::Manual),
+            open(2, 1, "b", "c", Reason::Rebalance),
+            open(3, 2, "a", "b", Reason::Manual),
+        ];
+        let reading = read_ledger(&rows, |id| Some(away(if id == 1 { "c" } else { "d" })), |_| true);
+        assert_eq!(reading.stale, vec![1, 3], "row 1 is superseded, row 3 no longer says where monitor 2 runs");
+    }
+
+    #[test]
+    fn an_operator_move_under_a_failover_chain_stays_open_with_the_chain() {
+        let rows = vec![open(1, 1, "a", "c", Reason::Manual), open(2, 1, "c", "d", Reason::Failover)];
+        let reading = read_ledger(&rows, |_| Some(away("d")), |_| true);
+        assert!(reading.stale.is_empty());
+        assert_eq!(reading.origins[&1].node, "c");
+    }
+
+    #[test]
+    fn every_row_of_a_deleted_monitor_is_stale() {
+        let rows = vec![open(1, 7, "a", "c", Reason::Manual), open(2, 7, "c", "d", Reason::Failover)];
+        let reading = read_ledger(&rows, |_| None, |_| true);
+        assert_eq!(reading.stale, vec![1, 2]);
+        assert!(reading.origins.is_empty());
+    }
+
+    #[test]
+    fn a_chain_whose_origin_node_is_gone_is_closed_and_its_monitor_stays_where_it_runs() {
+        let rows = vec![open(1, 1, "gone", "b", Reason::Failover), open(2, 1, "b", "c", Reason::Failover)];
+        let reading = read_ledger(&rows, |_| Some(away("c")), |node| node != "gone");
+        assert!(reading.origins.is_empty());
+        assert_eq!(reading.stale, vec![1, 2]);
+        assert_eq!(reading.orphaned, BTreeMap::from([("gone".to_owned(), 2)]));
     }
 
     fn arb_view() -> impl Strategy<Value = ClusterView> {
@@ -860,7 +1018,8 @@ mod tests {
             // indexes past n name nodes that are not in the view
             let slot = prop::option::of(0..n + 2);
             let monitor = (any::<bool>(), slot.clone(), prop::option::weighted(0.3, 0..n + 2), prop::option::weighted(0.3, 0..n));
-            prop::collection::vec(monitor, 0..120).prop_map(move |ms| ClusterView {
+            (prop::collection::vec(monitor, 0..120), any::<bool>()).prop_map(move |(ms, place_unassigned)| ClusterView {
+                place_unassigned,
                 nodes: nodes.clone(),
                 monitors: ms
                     .into_iter()
@@ -877,7 +1036,7 @@ mod tests {
                             origin: origin
                                 .map(name)
                                 .filter(|o| Some(o) != effective.as_ref())
-                                .map(|node| Origin { node, rows: vec![id as i64] }),
+                                .map(|node| Origin { node, rows: vec![id as i64], via: Vec::new() }),
                             home,
                             assigned,
                         }
@@ -925,7 +1084,8 @@ mod tests {
             for m in after.monitors.iter().filter(|m| m.active) {
                 let node = health_of(&after, m.effective());
                 let waiting = node.is_some_and(|n| n.health == Health::Unknown);
-                if any_ready && !waiting {
+                let left_unassigned = m.effective().is_none() && !view.place_unassigned;
+                if any_ready && !waiting && !left_unassigned {
                     prop_assert!(node.is_some_and(NodeView::ready), "monitor {} on {:?}", m.id, m.effective());
                 }
             }
@@ -968,11 +1128,14 @@ mod tests {
                 match &mv.kind {
                     MoveKind::Displace(_) => prop_assert!(!current_ready && m.active),
                     MoveKind::Manual { .. } | MoveKind::Rebalance => prop_assert!(false, "planning never makes {:?}", mv.kind),
-                    MoveKind::Revert { .. } => {
+                    MoveKind::Revert { closes } => {
                         let origin = m.origin.as_ref().unwrap();
-                        prop_assert_eq!(&mv.to, &origin.node);
-                        let node = health_of(&view, Some(&origin.node)).unwrap();
-                        prop_assert!(node.ready() && node.stable && node.settled);
+                        prop_assert_eq!(origin.back_to(&mv.to), Some(closes.clone()), "back along its own chain");
+                        let node = health_of(&view, Some(&mv.to)).unwrap();
+                        // a return when the origin is settled; otherwise a failover
+                        // that happens to land on the chain
+                        prop_assert!(node.ready());
+                        prop_assert!((node.stable && node.settled) || (!current_ready && m.active));
                     }
                 }
             }
@@ -994,7 +1157,9 @@ mod tests {
                 // a monitor leaving a dead node waits only while every candidate is
                 // full; one leaving an idle drained node, while every one is full for
                 // handovers; one leaving a node still reconciling waits for it
-                let waiting = |m: &&MonitorView| m.active && !plan.moves.iter().any(|mv| mv.monitor == m.id);
+                let waiting = |m: &&MonitorView| {
+                    m.active && (m.effective().is_some() || view.place_unassigned) && !plan.moves.iter().any(|mv| mv.monitor == m.id)
+                };
                 let failover_waits = view
                     .monitors
                     .iter()
@@ -1047,7 +1212,8 @@ mod tests {
             prop_assert!(plan(&waved).moves.is_empty(), "the waves converge");
             for m in waved.monitors.iter().filter(|m| m.active) {
                 let node = health_of(&waved, m.effective());
-                if view.nodes.iter().any(NodeView::ready) && node.is_none_or(|n| n.health != Health::Unknown) {
+                let left_unassigned = m.effective().is_none() && !view.place_unassigned;
+                if view.nodes.iter().any(NodeView::ready) && node.is_none_or(|n| n.health != Health::Unknown) && !left_unassigned {
                     prop_assert!(node.is_some_and(NodeView::ready), "monitor {} left on {:?}", m.id, m.effective());
                 }
             }

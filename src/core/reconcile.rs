@@ -3,7 +3,7 @@
 //! routing table to publish. The ClusterActor only does the IO around it.
 
 use crate::core::health::Health;
-use crate::core::placement::{self, ClusterView, MonitorId, MonitorView, Move, MoveKind, NodeView};
+use crate::core::placement::{self, ClusterView, LedgerReading, MonitorId, MonitorView, Move, MoveKind, NodeView, Whereabouts};
 use crate::core::routing::{RouteNode, RoutingTable};
 use crate::core::model::{AdminState, Changes, ClusterRows, NewEvent, NodeSpec, NodeStatus, NodeUpdate};
 use serde::Serialize;
@@ -122,6 +122,10 @@ pub struct Inputs<'a> {
     pub started: bool,
     pub setup_complete: bool,
     pub command: Option<&'a Command>,
+    /// Place active monitors with neither a home nor an override (`placement.place_unassigned`).
+    pub place_unassigned: bool,
+    /// Unusable node ids the event log has already been told about.
+    pub reported_unusable: &'a [String],
 }
 
 #[derive(Clone, Debug)]
@@ -129,6 +133,10 @@ pub struct Decision {
     pub started: bool,
     /// Open ledger rows with a reason kuma-cluster does not know.
     pub unreadable_moves: usize,
+    /// Active monitors with neither a home nor an override: "NA", run nowhere.
+    pub unassigned: usize,
+    /// Node rows whose id no node can own.
+    pub unusable_nodes: Vec<String>,
     pub changes: Changes,
     pub stranded: Vec<MonitorId>,
     pub over_capacity: usize,
@@ -191,7 +199,7 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> 
     let input = |id: &str| inputs.nodes.get(id).copied().unwrap_or(NodeInput::UNKNOWN);
     let started = inputs.started || facts.iter().all(|n| input(&n.id).health != Health::Unknown);
     let admin = admin_command(rows, &facts, inputs.command, &mut changes)?;
-    let (mut view, stale) = view_of(rows, &facts, &admin, inputs);
+    let (mut view, ledger) = view_of(rows, &facts, &admin, inputs);
     let mut moves = manual_moves(&mut view, inputs.command, started, &mut changes)?;
 
     let (mut stranded, mut over_capacity, mut deferred, mut rebalance) = (Vec::new(), 0, 0, None);
@@ -214,7 +222,7 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> 
                 return Err(Refusal::NodeHoldsMonitors(node.clone(), left));
             }
         }
-        changes.close.extend(stale);
+        changes.close.extend(&ledger.stale);
         let rewritten: Vec<&str> = changes
             .statuses
             .iter()
@@ -225,6 +233,12 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> 
             })
             .collect();
         changes.events = events(&changes.admin, &changes.statuses, &rewritten, &moves, changes.close.len());
+        changes.events.extend(ledger.orphaned.iter().map(|(node, closed)| NewEvent {
+            kind: "origin_gone",
+            node_id: Some(node.clone()),
+            outcome: "committed",
+            detail: json!({ "closed": closed }),
+        }));
         changes.moves = moves;
         stranded = plan.stranded;
         over_capacity = plan.over_capacity;
@@ -236,6 +250,12 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> 
     }
     changes.deletes.extend(deleting);
     changes.events.extend(node_events(&changes));
+    changes.events.extend(rows.unusable_nodes.iter().filter(|id| !inputs.reported_unusable.contains(id)).map(|id| NewEvent {
+        kind: "node_id_unusable",
+        node_id: Some(id.clone()),
+        outcome: "ignored",
+        detail: json!({ "reason": "no node can own an empty or blank id: it is never a target, and its monitors are placed elsewhere" }),
+    }));
     facts.retain(|f| !changes.deletes.contains(&f.id));
     view.nodes.retain(|n| !changes.deletes.contains(&n.id));
     let table = routing_table(&view, &facts, inputs.setup_complete);
@@ -243,6 +263,8 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> 
     Ok(Decision {
         started,
         unreadable_moves: rows.unreadable_moves,
+        unassigned: view.monitors.iter().filter(|m| m.active && m.effective().is_none()).count(),
+        unusable_nodes: rows.unusable_nodes.clone(),
         changes,
         stranded,
         over_capacity,
@@ -384,18 +406,27 @@ fn admin_command<'r>(
     Ok(admin)
 }
 
-/// The cluster as placement sees it, and the ledger rows that no longer
-/// describe any monitor (to be closed).
+/// The cluster as placement sees it, and what is left of the ledger's reading:
+/// the rows that no longer describe any monitor (to be closed) and the origin
+/// nodes that are gone.
 fn view_of(
     rows: &ClusterRows,
     facts: &[NodeFacts],
     admin: &HashMap<&str, AdminState>,
     inputs: &Inputs,
-) -> (ClusterView, Vec<i64>) {
-    let effective: HashMap<MonitorId, Option<&str>> =
-        rows.monitors.iter().map(|m| (m.id, m.assigned.as_deref().or(m.home.as_deref()))).collect();
-    let mut ledger = placement::read_ledger(&rows.open_moves, |id| effective.get(&id).copied().flatten());
+) -> (ClusterView, LedgerReading) {
+    let whereabouts: HashMap<MonitorId, Whereabouts> = rows
+        .monitors
+        .iter()
+        .map(|m| (m.id, Whereabouts { node: m.assigned.as_deref().or(m.home.as_deref()), overridden: m.assigned.is_some() }))
+        .collect();
+    let mut ledger = placement::read_ledger(
+        &rows.open_moves,
+        |id| whereabouts.get(&id).copied(),
+        |node| facts.iter().any(|f| f.id == node),
+    );
     let view = ClusterView {
+        place_unassigned: inputs.place_unassigned,
         nodes: facts
             .iter()
             .map(|n| {
@@ -426,10 +457,7 @@ fn view_of(
             })
             .collect(),
     };
-    // ledger rows for monitors that no longer exist have nothing left to describe
-    ledger.stale.extend(ledger.origins.values().flat_map(|o| o.rows.iter().copied()));
-    ledger.stale.sort_unstable();
-    (view, ledger.stale)
+    (view, ledger)
 }
 
 /// Step 2c, an operator's move: every named monitor to a ready node, as a
@@ -662,6 +690,7 @@ mod tests {
             open_moves: vec![],
             unreadable_moves: 0,
             admin: vec![],
+            unusable_nodes: vec![],
         }
     }
 
@@ -687,7 +716,7 @@ mod tests {
 
     fn decide_with(rows: &ClusterRows, nodes: &[(&str, NodeInput)], started: bool) -> Decision {
         let nodes: HashMap<String, NodeInput> = nodes.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-        decide(rows, &Inputs { nodes: &nodes, static_nodes: &[], limit: 1000, started, setup_complete: true, command: None })
+        decide(rows, &Inputs { nodes: &nodes, static_nodes: &[], limit: 1000, started, setup_complete: true, command: None, place_unassigned: false, reported_unusable: &[] })
             .unwrap()
     }
 
@@ -741,7 +770,7 @@ mod tests {
         let nodes: HashMap<String, NodeInput> = [("a".to_string(), up()), ("b".to_string(), up())].into();
         let statics = vec![spec("a")];
         let delete = |node: &str, force| Command::DeleteNode { node: node.into(), force };
-        let inputs = |command| Inputs { nodes: &nodes, static_nodes: &statics, limit: 1000, started: true, setup_complete: true, command };
+        let inputs = |command| Inputs { nodes: &nodes, static_nodes: &statics, limit: 1000, started: true, setup_complete: true, command, place_unassigned: false, reported_unusable: &[] };
         let (configured, busy, forced) = (delete("a", true), delete("b", false), delete("b", true));
         assert_eq!(decide(&rows(), &inputs(Some(&configured))).unwrap_err(), Refusal::Configured("a".into()));
         assert_eq!(decide(&rows(), &inputs(Some(&busy))).unwrap_err(), Refusal::NodeHoldsMonitors("b".into(), 2));
@@ -757,7 +786,7 @@ mod tests {
         let nodes: HashMap<String, NodeInput> = [("a".to_string(), up()), ("b".to_string(), up())].into();
         let d = decide(
             &rows(),
-            &Inputs { nodes: &nodes, static_nodes: &statics, limit: 1000, started: false, setup_complete: true, command: None },
+            &Inputs { nodes: &nodes, static_nodes: &statics, limit: 1000, started: false, setup_complete: true, command: None, place_unassigned: false, reported_unusable: &[] },
         )
         .unwrap();
         assert_eq!(d.changes.register, statics);
@@ -782,7 +811,7 @@ mod tests {
         let busy = NodeInput { idle: false, ..up() };
         let nodes: HashMap<String, NodeInput> = [("a".to_string(), busy), ("b".to_string(), up())].into();
         let command = Command::Move { monitors: vec![1], to: "b".into(), pin: false };
-        let inputs = Inputs { nodes: &nodes, static_nodes: &[], limit: 1000, started: true, setup_complete: true, command: Some(&command) };
+        let inputs = Inputs { nodes: &nodes, static_nodes: &[], limit: 1000, started: true, setup_complete: true, command: Some(&command), place_unassigned: false, reported_unusable: &[] };
         assert_eq!(decide(&rows(), &inputs).unwrap_err(), Refusal::SourceBusy("a".into()));
         let nodes: HashMap<String, NodeInput> = [("a".to_string(), up()), ("b".to_string(), up())].into();
         let inputs = Inputs { nodes: &nodes, ..inputs };
@@ -794,10 +823,145 @@ mod tests {
         let nodes: HashMap<String, NodeInput> =
             [("a".to_string(), up()), ("b".to_string(), NodeInput { budget: 2, handover_budget: 1, ..up() })].into();
         let command = Command::Move { monitors: vec![1, 2], to: "b".into(), pin: false };
-        let inputs = Inputs { nodes: &nodes, static_nodes: &[], limit: 1000, started: true, setup_complete: true, command: Some(&command) };
+        let inputs = Inputs { nodes: &nodes, static_nodes: &[], limit: 1000, started: true, setup_complete: true, command: Some(&command), place_unassigned: false, reported_unusable: &[] };
         assert_eq!(decide(&rows(), &inputs).unwrap_err(), Refusal::OverBudget { node: "b".into(), budget: 1 });
         let one = Command::Move { monitors: vec![1, 3], to: "b".into(), pin: false };
         let inputs = Inputs { command: Some(&one), ..inputs };
         assert_eq!(decide(&rows(), &inputs).unwrap().changes.moves.len(), 2, "monitor 3 is on b already: one start");
+    }
+
+    /// The rows after `changes` commit, as `store::write` leaves them (for the
+    /// columns decisions read).
+    fn commit(rows: &mut ClusterRows, changes: &Changes, next_row: &mut i64) {
+        rows.nodes.retain(|n| !changes.deletes.contains(&n.id));
+        let mut closed: std::collections::HashSet<i64> = changes.close.iter().copied().collect();
+        for mv in &changes.moves {
+            if let MoveKind::Revert { closes } = &mv.kind {
+                closed.extend(closes);
+            }
+        }
+        rows.open_moves.retain(|r| !closed.contains(&r.id));
+        for mv in &changes.moves {
+            if let Some(m) = rows.monitors.iter_mut().find(|m| m.id == mv.monitor) {
+                m.assigned = mv.assigned.clone();
+            }
+            let Some(reason) = mv.kind.reason() else { continue };
+            *next_row += 1;
+            if !mv.closed_at_once() {
+                let pinned = matches!(mv.kind, MoveKind::Manual { pinned: true });
+                rows.open_moves.push(OpenMove { id: *next_row, monitor: mv.monitor, from: mv.from.clone(), to: mv.to.clone(), reason, pinned });
+            }
+        }
+    }
+
+    #[test]
+    fn a_year_of_operations_keeps_the_open_ledger_bounded_by_the_displaced_monitors() {
+        // a deterministic generator: the same year every run
+        let mut seed: u64 = 0x2026_1127;
+        let mut draw = |n: usize| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 33) as usize) % n.max(1)
+        };
+        let mut rows = ClusterRows::default();
+        let mut health: HashMap<String, NodeInput> = HashMap::new();
+        let mut next_node = 0;
+        let mut add_node = |rows: &mut ClusterRows, health: &mut HashMap<String, NodeInput>| {
+            next_node += 1;
+            let id = format!("n{next_node}");
+            rows.nodes.push(row(&id, "online"));
+            health.insert(id, up());
+        };
+        for _ in 0..5 {
+            add_node(&mut rows, &mut health);
+        }
+        let mut next_monitor = 0;
+        for i in 0..200 {
+            next_monitor += 1;
+            rows.monitors.push(MonitorRow { id: next_monitor, active: true, home: Some(rows.nodes[i % 5].id.clone()), assigned: None });
+        }
+        let (mut next_row, mut written) = (0i64, 0i64);
+        // four operations a day, each decided, then a plain decision to settle
+        for step in 0..365 * 4 {
+            let ids: Vec<String> = rows.nodes.iter().map(|n| n.id.clone()).collect();
+            let ready: Vec<String> = ids.iter().filter(|id| health[*id].health == Health::Up).cloned().collect();
+            let pick = |draw: &mut dyn FnMut(usize) -> usize, from: &[String]| from[draw(from.len())].clone();
+            let command = match draw(8) {
+                0 if ready.len() > 2 => {
+                    health.insert(pick(&mut draw, &ready), down());
+                    None
+                }
+                1 => {
+                    let downed: Vec<String> = ids.iter().filter(|id| health[*id].health == Health::Down).cloned().collect();
+                    if !downed.is_empty() {
+                        health.insert(pick(&mut draw, &downed), up());
+                    }
+                    None
+                }
+                2 | 3 if !ready.is_empty() => {
+                    let monitors = (0..1 + draw(3)).map(|_| rows.monitors[draw(rows.monitors.len())].id).collect();
+                    Some(Command::Move { monitors, to: pick(&mut draw, &ready), pin: draw(2) == 0 })
+                }
+                4 => Some(Command::Rebalance { dry_run: false, max_moves: Some(1 + draw(20)), from_scratch: draw(4) == 0 }),
+                5 if rows.monitors.len() > 100 => {
+                    rows.monitors.remove(draw(rows.monitors.len()));
+                    None
+                }
+                6 => {
+                    next_monitor += 1;
+                    let home = pick(&mut draw, &ids);
+                    rows.monitors.push(MonitorRow { id: next_monitor, active: true, home: Some(home), assigned: None });
+                    None
+                }
+                7 if step % 40 == 7 && ids.len() > 3 => {
+                    // a node is retired for good and a new one joins
+                    let node = pick(&mut draw, &ids);
+                    add_node(&mut rows, &mut health);
+                    Some(Command::DeleteNode { node, force: true })
+                }
+                _ => None,
+            };
+            for command in [command, None] {
+                let inputs = Inputs {
+                    nodes: &health,
+                    static_nodes: &[],
+                    limit: 1000,
+                    started: true,
+                    setup_complete: true,
+                    command: command.as_ref(),
+                    place_unassigned: false,
+                    reported_unusable: &[],
+                };
+                // a refused command (say, a node not ready any more) writes nothing
+                if let Ok(decision) = decide(&rows, &inputs) {
+                    written += decision.changes.moves.iter().filter(|mv| mv.kind.reason().is_some()).count() as i64;
+                    commit(&mut rows, &decision.changes, &mut next_row);
+                    if let Some(Command::DeleteNode { node, .. }) = &command {
+                        health.remove(node);
+                    }
+                }
+            }
+            let exists: std::collections::HashSet<MonitorId> = rows.monitors.iter().map(|m| m.id).collect();
+            let mut per_monitor: HashMap<MonitorId, (usize, usize)> = HashMap::new();
+            for r in &rows.open_moves {
+                assert!(exists.contains(&r.monitor), "day {}: an open row of deleted monitor {}", step / 4, r.monitor);
+                let counts = per_monitor.entry(r.monitor).or_default();
+                if r.reason.is_displacement() { counts.1 += 1 } else { counts.0 += 1 }
+            }
+            for (monitor, (operator, displacements)) in &per_monitor {
+                let m = rows.monitors.iter().find(|m| m.id == *monitor).unwrap();
+                assert!(*operator <= 1, "day {}: monitor {monitor} has {operator} operator rows", step / 4);
+                // a chain never visits a node twice: fewer rows than nodes it passed
+                let chain: Vec<&OpenMove> = rows.open_moves.iter().filter(|r| r.monitor == *monitor && r.reason.is_displacement()).collect();
+                let mut visited: Vec<&str> = chain.iter().map(|r| r.to.as_str()).chain(chain.first().and_then(|r| r.from.as_deref())).collect();
+                visited.sort_unstable();
+                visited.dedup();
+                assert_eq!(visited.len(), chain.len() + usize::from(!chain.is_empty()), "day {}: monitor {monitor} revisits a node: {chain:?}", step / 4);
+                let pinned = rows.open_moves.iter().any(|r| r.monitor == *monitor && r.pinned);
+                assert!(m.assigned.is_some() || pinned || *displacements > 0, "day {}: monitor {monitor} is at home yet has open rows", step / 4);
+            }
+        }
+        let displaced = rows.monitors.iter().filter(|m| m.assigned.is_some()).count();
+        assert!(written > 2_000, "the year moved monitors {written} times");
+        assert!(rows.open_moves.len() <= 2 * displaced.max(1) + 10, "{} open rows for {displaced} displaced monitors", rows.open_moves.len());
     }
 }

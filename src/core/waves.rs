@@ -116,6 +116,18 @@ impl Pace {
         Some(Duration::from_millis((at - now_ms) as u64))
     }
 
+    /// When to decide the next wave, given how long each idle ready node waits
+    /// for its window ([`Pace::until_open`]): once the windows that open within
+    /// `margin` of the first are all open, so one wave is shared by the nodes
+    /// whose clocks differ only by measurement noise instead of going all to
+    /// the first. `None` when no node waits.
+    pub fn next_wave(&self, waits: impl IntoIterator<Item = Duration>) -> Option<Duration> {
+        let mut waits: Vec<Duration> = waits.into_iter().collect();
+        waits.sort_unstable();
+        let first = *waits.first()?;
+        waits.into_iter().take_while(|&w| w <= first + self.margin).last()
+    }
+
     /// Time until the node's next cron tick.
     pub fn until_cron(&self, now_ms: i64) -> Duration {
         Duration::from_millis((self.period_ms() - self.into_period(now_ms)) as u64)
@@ -199,6 +211,17 @@ mod tests {
         // a handover of 90 at :30: 9 s of stops, then 18 s of starts
         assert_eq!(pace.time_to_start(MINUTE * 10 + 30_000, 90, true), Some(Duration::from_secs(27)));
         assert_eq!(pace.time_to_start(MINUTE * 10 + 30_000, 0, true), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_wave_waits_for_the_windows_that_open_within_the_margin_of_the_first() {
+        let pace = kuma();
+        let ms = Duration::from_millis;
+        assert_eq!(pace.next_wave([]), None);
+        assert_eq!(pace.next_wave([ms(5_499), ms(5_705), ms(5_976)]), Some(ms(5_976)));
+        // a node whose window opens much later gets the wave after
+        assert_eq!(pace.next_wave([ms(40_000), ms(1_000), ms(3_900)]), Some(ms(3_900)));
+        assert_eq!(pace.next_wave([ms(0), ms(4_000)]), Some(ms(0)));
     }
 
     #[test]

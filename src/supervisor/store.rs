@@ -7,7 +7,7 @@ use crate::core::model::{AdminState, Changes, ClusterRows, MonitorRow, NewEvent,
 use chrono::{DateTime, Utc};
 use entity::{event_log, monitor, move_ledger, node, node_admin};
 use migration::{Migrator, MigratorTrait};
-use sea_orm::sea_query::{Alias, Expr, Query};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, JoinType, Order, Query};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait, PaginatorTrait,
@@ -140,7 +140,7 @@ const NODE_COLUMNS: [node::Column; 6] = [
 ];
 
 pub async fn load(c: &impl ConnectionTrait) -> Result<ClusterRows, StoreError> {
-    let nodes = node::Entity::find()
+    let (nodes, unusable_nodes): (Vec<NodeRow>, Vec<NodeRow>) = node::Entity::find()
         .select_only()
         .columns(NODE_COLUMNS)
         .order_by_asc(node::Column::NodeId)
@@ -156,28 +156,9 @@ pub async fn load(c: &impl ConnectionTrait) -> Result<ClusterRows, StoreError> {
             enabled: active.unwrap_or(true),
             is_primary: is_primary.unwrap_or(false),
         })
-        .collect();
-    let monitors = monitor::Entity::find()
-        .select_only()
-        .columns([
-            monitor::Column::Id,
-            monitor::Column::Active,
-            monitor::Column::NodeId,
-            monitor::Column::AssignedNode,
-        ])
-        .order_by_asc(monitor::Column::Id)
-        .into_tuple::<(u32, Option<bool>, Option<String>, Option<String>)>()
-        .all(c)
-        .await?
-        .into_iter()
-        .map(|(id, active, home, assigned)| MonitorRow {
-            id,
-            // nodes run `active = 1` only: a NULL runs nowhere, like a paused monitor
-            active: active == Some(true),
-            home: home.filter(|h| !h.is_empty()),
-            assigned: assigned.filter(|a| !a.is_empty()),
-        })
-        .collect();
+        // a node takes its id from its configuration, and none can own a blank one
+        .partition(|n| !n.id.trim().is_empty());
+    let monitors = load_monitors(c).await?;
     let rows = move_ledger::Entity::find()
         .filter(move_ledger::Column::UndoneAt.is_null())
         .order_by_asc(move_ledger::Column::Id)
@@ -206,7 +187,56 @@ pub async fn load(c: &impl ConnectionTrait) -> Result<ClusterRows, StoreError> {
         .into_iter()
         .filter_map(|row| Some((row.node_id, AdminState::parse(&row.state)?)))
         .collect();
-    Ok(ClusterRows { nodes, monitors, open_moves, unreadable_moves, admin })
+    let unusable_nodes = unusable_nodes.into_iter().map(|n| n.id).collect();
+    Ok(ClusterRows { nodes, monitors, open_moves, unreadable_moves, admin, unusable_nodes })
+}
+
+/// The monitor rows, each node column read as the nodes read it: joined to the
+/// node table, so the database's own comparison (MariaDB's default collation
+/// ignores case and trailing spaces) says which node a value names, and the
+/// node row's id stands for it. A value that names no node stays as stored.
+async fn load_monitors(c: &impl ConnectionTrait) -> Result<Vec<MonitorRow>, StoreError> {
+    let (m, home, assigned) = (Alias::new("m"), Alias::new("home_row"), Alias::new("assigned_row"));
+    let query = Query::select()
+        .column((m.clone(), monitor::Column::Id))
+        .column((m.clone(), monitor::Column::Active))
+        .column((m.clone(), monitor::Column::NodeId))
+        .column((m.clone(), monitor::Column::AssignedNode))
+        .column((home.clone(), node::Column::NodeId))
+        .column((assigned.clone(), node::Column::NodeId))
+        .from_as(monitor::Entity, m.clone())
+        .join_as(
+            JoinType::LeftJoin,
+            node::Entity,
+            home.clone(),
+            Expr::col((home.clone(), node::Column::NodeId)).equals((m.clone(), monitor::Column::NodeId)),
+        )
+        .join_as(
+            JoinType::LeftJoin,
+            node::Entity,
+            assigned.clone(),
+            Expr::col((assigned.clone(), node::Column::NodeId)).equals((m.clone(), monitor::Column::AssignedNode)),
+        )
+        .order_by((m, monitor::Column::Id), Order::Asc)
+        .to_owned();
+    let rows = c.query_all(&query).await?;
+    rows.iter()
+        .map(|row| {
+            let named = |value: usize, node_row: usize| -> Result<Option<String>, StoreError> {
+                let value: Option<String> = row.try_get_by_index(value)?;
+                let node_row: Option<String> = row.try_get_by_index(node_row)?;
+                Ok(node_row.or(value))
+            };
+            let active: Option<bool> = row.try_get_by_index(1)?;
+            Ok(MonitorRow {
+                id: row.try_get_by_index(0)?,
+                // nodes run `active = 1` only: a NULL runs nowhere, like a paused monitor
+                active: active == Some(true),
+                home: named(2, 4)?,
+                assigned: named(3, 5)?,
+            })
+        })
+        .collect()
 }
 
 /// Applies one decision's writes. The caller owns the transaction and commits it.
@@ -289,8 +319,7 @@ pub async fn write(c: &impl ConnectionTrait, changes: &Changes, now: DateTime<Ut
                 to_node: Set(mv.to.clone()),
                 reason: Set(reason.as_str().to_owned()),
                 created_at: Set(now),
-                // a displaced monitor that had no node has nowhere to return to
-                undone_at: Set((reason.is_displacement() && mv.from.is_none()).then_some(now)),
+                undone_at: Set(mv.closed_at_once().then_some(now)),
                 pinned: Set(pinned),
             })
         })

@@ -566,6 +566,19 @@ where
     }
 }
 
+/// Where a child's stdout goes: the file named (appended to), or nowhere.
+fn log_to(path: Option<std::ffi::OsString>) -> std::process::Stdio {
+    match path {
+        Some(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map(std::process::Stdio::from)
+            .unwrap_or_else(|e| panic!("cannot open the log file {path:?}: {e}")),
+        None => std::process::Stdio::null(),
+    }
+}
+
 /// A child process killed when dropped, however the test ends.
 pub struct Process(pub std::process::Child);
 
@@ -683,15 +696,16 @@ pub fn push_reconciles(hosts: &[String], auth: &str) {
 /// the API token `token`, the nodes' Authorization `node_auth` and `settings`
 /// as further `KUMA_CLUSTER__…` pairs.
 pub fn serve_process(database: &str, listen: &str, token: &str, node_auth: &str, settings: &[(&str, &str)]) -> Process {
+    let log = std::env::var_os("KC_TEST_SERVE_LOG");
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_kuma-cluster"))
         .arg("serve")
         .env("KUMA_CLUSTER__DATABASE__URL", database)
         .env("KUMA_CLUSTER__SERVER__LISTEN", listen)
         .env("KUMA_CLUSTER__API__TOKENS", token)
         .env("KUMA_CLUSTER__NODES__AUTH_HEADER", node_auth)
+        .env("RUST_LOG", if log.is_some() { "info,kuma_cluster=debug" } else { "warn" })
         .envs(settings.iter().copied())
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
+        .stdout(log_to(log))
         .spawn()
         .expect("kuma-cluster starts");
     Process(child)

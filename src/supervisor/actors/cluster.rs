@@ -178,6 +178,11 @@ pub struct ClusterState {
     pub generation: u64,
     pub nodes: Vec<MemberState>,
     pub stranded: usize,
+    /// Active monitors with neither a home nor an override (the nodes' "NA"),
+    /// left unplaced unless `placement.place_unassigned`.
+    pub unassigned: usize,
+    /// Node rows whose id no node can own (empty or blank): never a target.
+    pub unusable_nodes: Vec<String>,
     /// Monitors the last decision left for a later wave.
     pub deferred: usize,
     /// Down verdicts on timeouts alone held back, since start.
@@ -257,7 +262,12 @@ pub struct ClusterActor {
     setup_complete: bool,
     queue: DecisionQueue,
     last_rebalance: Option<RebalanceStatus>,
+    /// The tick that decides the next wave, while one is planned.
+    wave_timer: Option<SpawnHandle>,
     stranded: usize,
+    unassigned: usize,
+    /// Unusable node ids as last committed: the event log has been told.
+    unusable_nodes: Arc<Vec<String>>,
     deferred: usize,
     held_verdicts: u64,
     decisions: u64,
@@ -309,7 +319,10 @@ impl ClusterActor {
             setup_complete: false,
             queue: DecisionQueue::new(),
             last_rebalance: None,
+            wave_timer: None,
             stranded: 0,
+            unassigned: 0,
+            unusable_nodes: Arc::default(),
             deferred: 0,
             held_verdicts: 0,
             decisions: 0,
@@ -459,6 +472,7 @@ impl ClusterActor {
         let db = self.db.clone();
         let settings = self.settings.clone();
         let static_nodes = self.static_nodes.clone();
+        let reported_unusable = self.unusable_nodes.clone();
         let (started, setup_known) = (self.started, self.setup_complete);
         let healths: Vec<(String, Health)> = nodes.iter().map(|(id, i)| (id.clone(), i.health)).collect();
         // the moves of a commit under way: if it ends in an error or the
@@ -478,6 +492,8 @@ impl ClusterActor {
                 started,
                 setup_complete,
                 command: command.as_ref(),
+                place_unassigned: settings.placement.place_unassigned,
+                reported_unusable: &reported_unusable,
             };
             // a refusal drops the transaction unwritten: it rolls back
             let decision = match reconcile::decide(&rows, &inputs) {
@@ -595,6 +611,13 @@ impl ClusterActor {
             _ => {}
         }
         self.stranded = decision.stranded.len();
+        self.unassigned = decision.unassigned;
+        if *self.unusable_nodes != decision.unusable_nodes {
+            if !decision.unusable_nodes.is_empty() {
+                tracing::warn!(node_ids = ?decision.unusable_nodes, "node rows with an id no node can own are never a target");
+            }
+            self.unusable_nodes = Arc::new(decision.unusable_nodes.clone());
+        }
         self.deferred = decision.deferred;
         if decision.deferred > 0 {
             self.next_wave(ctx);
@@ -616,7 +639,9 @@ impl ClusterActor {
     /// longer than its own reconcile still fits before its next cron. Past
     /// that, no push: its cron starts them, after the old owner stopped them.
     fn push_moves(&mut self, moves: &[Move], ctx: &mut Context<Self>) {
+        // each node's work, in starts: Kuma stops about twice as fast as it starts
         let mut starts: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut stops: BTreeMap<&str, usize> = BTreeMap::new();
         // each old owner's stops ride on its next push, numbered before any is sent
         let mut live_sources: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
         // a move to where the monitor runs already (a pin) changes no node's work
@@ -624,6 +649,7 @@ impl ClusterActor {
             *starts.entry(mv.to.as_str()).or_default() += 1;
             if let Some(from) = mv.from.as_deref() {
                 starts.entry(from).or_default();
+                *stops.entry(from).or_default() += 1;
                 if self.members.get(from).is_some_and(|m| m.health == Health::Up && m.host.is_some()) {
                     live_sources.entry(mv.to.as_str()).or_default().insert(from.to_owned(), self.pushes.next(from));
                 }
@@ -631,33 +657,38 @@ impl ClusterActor {
         }
         let losing: BTreeSet<String> = live_sources.values().flat_map(|s| s.keys()).cloned().collect();
         let (now, wall) = (self.clock.now(), self.clock.wall_ms());
-        for (node, count) in starts {
+        for (node, gained) in starts {
+            let work = gained + stops.get(node).map_or(0, |n| n.div_ceil(2));
             let sources = live_sources.remove(node).filter(|_| !losing.contains(node));
             let Some(sources) = sources else {
-                self.push_to(node, count, ctx);
+                self.push_to(node, work, ctx);
                 continue;
             };
             let offset = self.members.get(node).map_or(0, |m| m.offset_ms);
-            let slack = self.pace.time_left(wall + offset).saturating_sub(self.pace.reconcile_time(count));
-            self.handovers.hold(node, count, sources, now + slack);
+            let slack = self.pace.time_left(wall + offset).saturating_sub(self.pace.reconcile_time(work));
+            self.handovers.hold(node, work, sources, now + slack);
             ctx.notify_later(HandoverDue, slack);
         }
     }
 
-    /// Some monitors wait for a node with budget: decide again when the first
-    /// ready node's window opens (a push ending also triggers a decision).
+    /// Some monitors wait for a node with budget: decide again when the ready
+    /// nodes' windows are open ([`Pace::next_wave`]; a push ending also
+    /// triggers a decision).
     fn next_wave(&mut self, ctx: &mut Context<Self>) {
         let now = self.clock.now();
         let wall = self.clock.wall_ms();
-        let wait = self
-            .members
-            .iter()
-            .filter(|(id, m)| m.health == Health::Up && !self.busy(id, now))
-            .map(|(_, m)| self.pace.until_open(wall + m.offset_ms))
-            .min();
+        let wait = self.pace.next_wave(
+            self.members
+                .iter()
+                .filter(|(id, m)| m.health == Health::Up && !self.busy(id, now))
+                .map(|(_, m)| self.pace.until_open(wall + m.offset_ms)),
+        );
         if let Some(wait) = wait {
             tracing::info!(monitors = self.deferred, next_wave_in_ms = wait.as_millis() as u64, "monitors wait for the next wave");
-            ctx.notify_later(ReconcileTick, wait.max(Duration::from_millis(20)));
+            // the latest plan, made with the most nodes idle, replaces earlier ones
+            if let Some(earlier) = self.wave_timer.replace(ctx.notify_later(ReconcileTick, wait.max(Duration::from_millis(20)))) {
+                ctx.cancel_future(earlier);
+            }
         }
     }
 
@@ -1048,6 +1079,8 @@ impl Handler<GetClusterState> for ClusterActor {
             generation: self.publisher.reader().load().generation,
             nodes,
             stranded: self.stranded,
+            unassigned: self.unassigned,
+            unusable_nodes: self.unusable_nodes.to_vec(),
             deferred: self.deferred,
             held_verdicts: self.held_verdicts,
             unreadable_moves: self.unreadable_moves,
