@@ -50,11 +50,11 @@ pub async fn migrate(settings: &Settings) -> Result<(), StoreError> {
 }
 
 /// Runs the supervisor and the HTTP front until SIGINT or SIGTERM; then lets the
-/// decision in flight commit before it returns. Creates only kuma-cluster's own
-/// tables; until the Kuma nodes have created theirs, the supervisor waits.
+/// decision in flight commit before it returns. The front answers at once; the
+/// supervisor connects, creates only kuma-cluster's own tables and waits for
+/// the Kuma nodes' tables, retrying with backoff and not ready meanwhile.
 pub async fn serve(settings: Settings) -> Result<(), ServeError> {
-    let db = store::connect(&settings.database).await?;
-    store::migrate(&db).await?;
+    let db = store::connect_lazily(&settings.database).await?;
     run(settings, db, None).await
 }
 

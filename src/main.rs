@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use kuma_cluster::config::Settings;
+use kuma_cluster::supervisor::store::StoreError;
 use kuma_cluster::tools::ops_client::{Action, OpsClient};
 use kuma_cluster::tools::sim::SimConfig;
 use std::path::PathBuf;
@@ -118,7 +119,10 @@ struct NodeArg {
 }
 
 fn init_logs() {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
+        // colours for a person at a terminal, plain text for log collectors
+        .with_ansi(std::io::stdout().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -195,8 +199,11 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        // a port another process holds is a setting to fix, like a bad key
-        Err(e) if matches!(e.downcast_ref(), Some(kuma_cluster::app::ServeError::Bind { .. })) => {
+        // a port another process holds, or a database `migrate` cannot reach,
+        // is a setting to fix, like a bad key
+        Err(e) if matches!(e.downcast_ref(), Some(kuma_cluster::app::ServeError::Bind { .. }))
+            || matches!(e.downcast_ref(), Some(StoreError::Unreachable { .. })) =>
+        {
             eprintln!("error: {e}");
             ExitCode::from(2)
         }

@@ -42,6 +42,21 @@ fn a_busy_listen_port_prints_one_line_naming_the_address_and_exits_with_2() {
 }
 
 #[test]
+fn migrate_against_a_database_that_refuses_fails_at_once_with_one_line_naming_it_and_exit_2() {
+    let port = common::free_port();
+    let started = std::time::Instant::now();
+    let out = binary()
+        .arg("migrate")
+        .env("KUMA_CLUSTER__DATABASE__URL", format!("mysql://kuma:secret@127.0.0.1:{port}/kuma"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr, format!("error: cannot reach the database at 127.0.0.1:{port}: connection refused\n"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "at once, not after retries");
+}
+
+#[test]
 fn a_missing_config_file_exits_with_2() {
     let out = binary().args(["--config", "/nonexistent/kc.toml", "serve"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -27,6 +27,68 @@ pub enum StoreError {
     Directory { path: String, source: std::io::Error },
     #[error("no answer from the database within {0:?}")]
     Timeout(std::time::Duration),
+    #[error("cannot reach the database at {address}: {cause}")]
+    Unreachable { address: String, cause: String },
+}
+
+impl StoreError {
+    /// This error as the start-up reports it: where the database is (never
+    /// the password) and why it cannot be reached, in a few words. The pool
+    /// keeps retrying a refused or unresolvable address until its acquire
+    /// timeout and then only says it timed out, so a timeout is looked into
+    /// with one plain TCP connect.
+    pub async fn unreachable(self, url: &str) -> StoreError {
+        let StoreError::Db(e) = self else { return self };
+        let Some(cause) = cause_of(&e.to_string()) else { return StoreError::Db(e) };
+        let address = address_of(url);
+        let cause = match cause {
+            NO_ANSWER if sqlite_path(url).is_none() => tcp_cause(&address).await.unwrap_or(cause),
+            cause => cause,
+        };
+        StoreError::Unreachable { address, cause: cause.to_owned() }
+    }
+}
+
+const NO_ANSWER: &str = "no answer in time, or the connection broke";
+
+/// What one TCP connect to `address` says, when it fails.
+async fn tcp_cause(address: &str) -> Option<&'static str> {
+    let connect = tokio::net::TcpStream::connect(address);
+    match tokio::time::timeout(std::time::Duration::from_secs(1), connect).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => cause_of(&e.to_string()).or(Some("the host does not answer")),
+        Err(_) => Some("the host does not answer"),
+    }
+}
+
+/// `host:port` of a database URL (the file of a SQLite one), without user or password.
+pub fn address_of(url: &str) -> String {
+    if let Some(path) = sqlite_path(url) {
+        return path.to_owned();
+    }
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    authority.rsplit_once('@').map_or(authority, |(_, host)| host).to_owned()
+}
+
+/// Why a connection failed, from the driver's message: refused, DNS,
+/// authentication, an unknown database or no answer; `None` for any other error.
+fn cause_of(message: &str) -> Option<&'static str> {
+    let lower = message.to_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| lower.contains(w));
+    if has(&["refused"]) {
+        Some("connection refused")
+    } else if has(&["lookup", "name or service not known", "no such host", "resolve"]) {
+        Some("the host name does not resolve (DNS)")
+    } else if has(&["access denied", "1045", "authentication", "password"]) {
+        Some("authentication failed (user or password)")
+    } else if has(&["unknown database", "1049"]) {
+        Some("no such database")
+    } else if has(&["timed out", "timeout", "broken pipe", "connection reset"]) {
+        Some(NO_ANSWER)
+    } else {
+        None
+    }
 }
 
 /// Opens the database, creating the SQLite file and its directory when missing.
@@ -42,7 +104,26 @@ pub async fn connect(database: &DatabaseSettings) -> Result<DatabaseConnection, 
     }
     let mut options = ConnectOptions::new(url.to_owned());
     options.sqlx_logging(false).connect_timeout(database.connect_timeout).acquire_timeout(database.acquire_timeout);
-    Ok(Database::connect(options).await?)
+    match Database::connect(options).await {
+        Ok(db) => Ok(db),
+        Err(e) => Err(StoreError::from(e).unreachable(url).await),
+    }
+}
+
+/// Like [`connect`], without opening a connection: each query connects as
+/// needed. `serve` starts with it, so a database that is not up yet leaves
+/// kuma-cluster running, not ready, and retrying.
+pub async fn connect_lazily(database: &DatabaseSettings) -> Result<DatabaseConnection, StoreError> {
+    let mut options = ConnectOptions::new(database.url.clone());
+    options
+        .sqlx_logging(false)
+        .connect_timeout(database.connect_timeout)
+        .acquire_timeout(database.acquire_timeout)
+        .connect_lazy(true);
+    match Database::connect(options).await {
+        Ok(db) => Ok(db),
+        Err(e) => Err(StoreError::from(e).unreachable(&database.url).await),
+    }
 }
 
 fn sqlite_path(url: &str) -> Option<&str> {
@@ -640,7 +721,7 @@ pub async fn ping(db: &DatabaseConnection) -> Result<(), StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use super::sqlite_path;
+    use super::*;
 
     #[test]
     fn sqlite_paths_are_read_from_urls() {
@@ -648,5 +729,27 @@ mod tests {
         assert_eq!(sqlite_path("sqlite:/tmp/kc.db"), Some("/tmp/kc.db"));
         assert_eq!(sqlite_path("sqlite::memory:"), None);
         assert_eq!(sqlite_path("mysql://root@localhost/test"), None);
+    }
+
+    #[test]
+    fn the_database_address_names_host_and_port_and_never_the_password() {
+        assert_eq!(address_of("mysql://kuma:s3cret@db.internal:3307/kuma?ssl-mode=disabled"), "db.internal:3307");
+        assert_eq!(address_of("mysql://root@127.0.0.1:3306"), "127.0.0.1:3306");
+        assert_eq!(address_of("sqlite://./data/kuma-cluster.db?mode=rwc"), "./data/kuma-cluster.db");
+    }
+
+    #[test]
+    fn a_failed_connection_says_why_in_a_few_words() {
+        let cases = [
+            ("error communicating with database: Connection refused (os error 111)", "connection refused"),
+            ("error communicating with database: failed to lookup address information: Name or service not known", "the host name does not resolve (DNS)"),
+            ("error returned from database: 1045 (28000): Access denied for user 'kuma'@'10.0.0.2' (using password: YES)", "authentication failed (user or password)"),
+            ("error returned from database: 1049 (42000): Unknown database 'kuma'", "no such database"),
+            ("pool timed out while waiting for an open connection", "no answer in time, or the connection broke"),
+        ];
+        for (message, cause) in cases {
+            assert_eq!(cause_of(message), Some(cause), "{message}");
+        }
+        assert_eq!(cause_of("1064 (42000): You have an error in your SQL syntax"), None, "not a connection failure");
     }
 }

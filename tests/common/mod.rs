@@ -2,6 +2,8 @@
 //! probes, a transition collector and a supervisor started under test control.
 #![allow(dead_code)]
 
+pub mod relay;
+
 use actix::prelude::*;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use futures_util::future::LocalBoxFuture;
@@ -407,6 +409,11 @@ impl Supervisor {
     }
 
     pub fn with_settings(db: &TestDb, probe: Rc<dyn Probe>, settings: Settings) -> Supervisor {
+        Supervisor::on_connection(db.db.clone(), probe, settings)
+    }
+
+    /// A supervisor on its own connection to the database (say, through a relay).
+    pub fn on_connection(db: DatabaseConnection, probe: Rc<dyn Probe>, settings: Settings) -> Supervisor {
         let clock = ManualClock::new();
         let publisher = RoutingPublisher::new();
         let routing = publisher.reader();
@@ -414,7 +421,7 @@ impl Supervisor {
         let metrics = Arc::new(kuma_cluster::metrics::Metrics::default());
         let vitals = kuma_cluster::supervisor::vitals::VitalSigns::default();
         let addr = ClusterActor::new(ClusterDeps {
-            db: db.db.clone(),
+            db,
             settings: Arc::new(settings),
             clock: Arc::new(clock.clone()),
             probe,
@@ -567,7 +574,7 @@ where
 }
 
 /// Where a child's stdout goes: the file named (appended to), or nowhere.
-fn log_to(path: Option<std::ffi::OsString>) -> std::process::Stdio {
+fn log_to(path: Option<std::path::PathBuf>) -> std::process::Stdio {
     match path {
         Some(path) => std::fs::OpenOptions::new()
             .create(true)
@@ -696,7 +703,19 @@ pub fn push_reconciles(hosts: &[String], auth: &str) {
 /// the API token `token`, the nodes' Authorization `node_auth` and `settings`
 /// as further `KUMA_CLUSTER__…` pairs.
 pub fn serve_process(database: &str, listen: &str, token: &str, node_auth: &str, settings: &[(&str, &str)]) -> Process {
-    let log = std::env::var_os("KC_TEST_SERVE_LOG");
+    let log = std::env::var_os("KC_TEST_SERVE_LOG").map(std::path::PathBuf::from);
+    serve_process_logging(database, listen, token, node_auth, settings, log)
+}
+
+/// [`serve_process`] with its log (debug level) appended to `log`.
+pub fn serve_process_logging(
+    database: &str,
+    listen: &str,
+    token: &str,
+    node_auth: &str,
+    settings: &[(&str, &str)],
+    log: Option<std::path::PathBuf>,
+) -> Process {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_kuma-cluster"))
         .arg("serve")
         .env("KUMA_CLUSTER__DATABASE__URL", database)

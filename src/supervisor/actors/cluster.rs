@@ -115,6 +115,10 @@ impl Message for CheckSchema {
 /// and how often it says that it still waits.
 const SCHEMA_RETRY: Duration = Duration::from_secs(2);
 const SCHEMA_LOG_EVERY: Duration = Duration::from_secs(30);
+/// The longest wait between two attempts to reach the database at start-up.
+const CONNECT_RETRY_MAX: Duration = Duration::from_secs(30);
+/// How often the database is pinged while decisions fail.
+const DATABASE_WATCH: Duration = Duration::from_millis(500);
 
 /// Self-tick: periodic repair, end of a hold-down, or a retry after a failure.
 struct ReconcileTick;
@@ -264,6 +268,12 @@ pub struct ClusterActor {
     last_rebalance: Option<RebalanceStatus>,
     /// The tick that decides the next wave, while one is planned.
     wave_timer: Option<SpawnHandle>,
+    /// kuma-cluster's own tables exist (its migrations ran in this process).
+    migrated: bool,
+    /// A failed decision waits for its retry, and the database is pinged meanwhile.
+    watching_database: bool,
+    /// Failed attempts in a row to reach the database before it first answered.
+    connect_attempts: u32,
     stranded: usize,
     unassigned: usize,
     /// Unusable node ids as last committed: the event log has been told.
@@ -320,6 +330,9 @@ impl ClusterActor {
             queue: DecisionQueue::new(),
             last_rebalance: None,
             wave_timer: None,
+            migrated: false,
+            watching_database: false,
+            connect_attempts: 0,
             stranded: 0,
             unassigned: 0,
             unusable_nodes: Arc::default(),
@@ -409,16 +422,48 @@ impl ClusterActor {
         }
     }
 
-    /// Looks whether the nodes have created their tables; decides once they have.
+    /// Creates kuma-cluster's own tables once, then looks whether the nodes
+    /// have created theirs; decides once they have. A database that cannot be
+    /// reached is tried again with backoff, one log line per attempt.
     fn check_schema(&mut self, ctx: &mut Context<Self>) {
-        let db = self.db.clone();
-        let look = async move { store::missing_kuma_tables(&db).await };
+        let (db, migrated, url) = (self.db.clone(), self.migrated, self.settings.database.url.clone());
+        let look = async move {
+            let looked = async {
+                if !migrated {
+                    store::migrate(&db).await?;
+                }
+                store::missing_kuma_tables(&db).await
+            };
+            match looked.await {
+                Ok(missing) => Ok(missing),
+                Err(error) => Err(error.unreachable(&url).await),
+            }
+        };
         ctx.spawn(look.into_actor(self).map(|result, act, ctx| {
             let now = act.clock.now();
             let say = act.schema_logged.is_none_or(|t| now.saturating_duration_since(t) >= SCHEMA_LOG_EVERY);
+            let result = match result {
+                Ok(missing) => {
+                    act.migrated = true;
+                    act.connect_attempts = 0;
+                    Ok(missing)
+                }
+                Err(error) => match error {
+                    error @ StoreError::Unreachable { .. } => {
+                        act.connect_attempts += 1;
+                        let wait = (SCHEMA_RETRY * 2u32.saturating_pow(act.connect_attempts - 1)).min(CONNECT_RETRY_MAX);
+                        tracing::warn!(attempt = act.connect_attempts, retry_in_s = wait.as_secs(), "{error}; not ready");
+                        act.vitals.update(|v| v.failing = Some(error.to_string()));
+                        ctx.notify_later(CheckSchema, wait);
+                        return;
+                    }
+                    error => Err(error),
+                },
+            };
             if let Ok(missing) = &result {
                 act.vitals.update(|v| {
                     v.last_contact = Some(Instant::now());
+                    v.failing = None;
                     v.waiting_for = missing.iter().map(|t| t.to_string()).collect();
                 });
             }
@@ -562,11 +607,36 @@ impl ClusterActor {
         if failed {
             if let Some(retry) = self.queue.retry_in(self.clock.now()) {
                 ctx.notify_later(ReconcileTick, retry);
+                if !self.watching_database {
+                    self.watching_database = true;
+                    ctx.run_later(DATABASE_WATCH, Self::look_at_database);
+                }
             }
         }
         if next == Next::Start {
             self.start_decision(ctx);
         }
+    }
+
+    /// While the last decision failed, looks every [`DATABASE_WATCH`] whether
+    /// the database answers again, and decides at once when it does: a failover
+    /// held up by an outage commits moments after the database is back, not at
+    /// the end of a back-off that grew during the outage.
+    fn look_at_database(&mut self, ctx: &mut Context<Self>) {
+        if self.queue.retry_in(self.clock.now()).is_none() {
+            self.watching_database = false;
+            return;
+        }
+        let db = self.db.clone();
+        let ping = async move { actix_rt::time::timeout(DATABASE_WATCH, store::ping(&db)).await };
+        ctx.spawn(ping.into_actor(self).map(|answer, act, ctx| {
+            if matches!(answer, Ok(Ok(()))) {
+                act.watching_database = false;
+                act.request(ctx, None);
+            } else {
+                ctx.run_later(DATABASE_WATCH, Self::look_at_database);
+            }
+        }));
     }
 
     fn committed(&mut self, decision: Decision, took: Duration, ctx: &mut Context<Self>) -> DecisionSummary {
