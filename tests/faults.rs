@@ -179,12 +179,25 @@ mod mariadb {
             let ready = common::http_get(&listen, "/lb/ready").unwrap();
             assert!(asked.elapsed() < Duration::from_secs(1), "readiness answered in {:?}", asked.elapsed());
             assert!(ready.starts_with("HTTP/1.1 503") && ready.contains(&cause), "{ready}");
+            let asked = Instant::now();
+            let health = common::http_json(&listen, "GET", "/lb/health", Some("faults-operations-token-0123")).expect("/lb/health answers");
+            assert!(asked.elapsed() < Duration::from_secs(1), "/lb/health answered in {:?}", asked.elapsed());
+            assert_eq!(health["database"], false, "{health}");
             assert_eq!(t.count("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'kc_move_ledger'").await, 0);
 
             relay.set(Fault::Pass);
             common::poll_until(Duration::from_secs(90), || common::http_get(&listen, "/lb/ready").is_some_and(|r| r.starts_with("HTTP/1.1 200")))
                 .expect("ready once the database answers");
             assert_eq!(t.count("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'kc_move_ledger'").await, 1);
+
+            // a database that takes connections and answers nothing: both still answer within 1 s
+            relay.set(Fault::Blackhole);
+            for path in ["/lb/ready", "/lb/health"] {
+                let asked = Instant::now();
+                let answer = common::http_request(&listen, "GET", path, Some("faults-operations-token-0123"));
+                assert!(answer.is_some() && asked.elapsed() < Duration::from_secs(1), "{path} answered in {:?}", asked.elapsed());
+            }
+            relay.set(Fault::Pass);
             t.drop_db().await;
         });
     }
@@ -235,13 +248,8 @@ mod mariadb {
             let ids: Vec<String> = (1..=3).map(|i| format!("sim{i}")).collect();
             let mut sims: Vec<Option<common::Process>> =
                 (0..3).map(|i| Some(common::sim_process(&ids[i], ports[i], &t.url, AUTH, SPEED))).collect();
-            let pace = common::sim_pace(SPEED);
-            let mut settings: Vec<(&str, &str)> = pace.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            settings.extend([
-                ("KUMA_CLUSTER__HEALTH__INTERVAL", "200ms"),
-                ("KUMA_CLUSTER__HEALTH__DOWN_INTERVAL", "200ms"),
-                ("KUMA_CLUSTER__CLUSTER__HOLD_DOWN", "1s"),
-            ]);
+            let fast = common::fast_supervision(SPEED);
+            let settings: Vec<(&str, &str)> = fast.iter().map(|(k, v)| (*k, v.as_str())).collect();
             let listen = format!("127.0.0.1:{}", common::free_port());
             let start = || common::serve_process(&t.url, &listen, TOKEN, AUTH, &settings);
             let mut cluster = start();
@@ -312,6 +320,58 @@ mod mariadb {
                 stop(sup, db).await;
                 t.drop_db().await;
             }
+        });
+    }
+
+    /// A node that takes connections but never answers (blackholed between
+    /// kuma-cluster and the node): its probes time out, it is marked down on
+    /// timeouts, and new sessions go to the other node; once it answers
+    /// again, it is back in service.
+    #[test]
+    fn a_node_that_accepts_connections_but_never_answers_is_detected_by_timeout_and_routed_around() {
+        const AUTH: &str = "Bearer silent-node";
+        const TOKEN: &str = "silent-node-operations-token";
+        let limit = Duration::from_secs(60);
+        common::run(async {
+            let Some(t) = TestDb::mariadb().await else { return };
+            t.migrate().await;
+            let ports: Vec<u16> = (0..2).map(|_| common::free_port()).collect();
+            let _sims: Vec<common::Process> =
+                (0..2).map(|i| common::sim_process(&format!("sim{}", i + 1), ports[i], &t.url, AUTH, 10.0)).collect();
+            common::eventually(limit, "both nodes registered", || async { t.count("SELECT COUNT(*) FROM node").await == 2 }).await;
+            // Kuma's setup is done: browser traffic may go to any node
+            t.exec("CREATE TABLE user (id INTEGER PRIMARY KEY, username VARCHAR(255))").await;
+            t.exec("INSERT INTO user (id, username) VALUES (1, 'admin')").await;
+            let relay = Relay::start(format!("127.0.0.1:{}", ports[0]).parse().unwrap());
+            t.exec(&format!("UPDATE node SET host = '{}' WHERE node_id = 'sim1'", relay.addr)).await;
+            let listen = format!("127.0.0.1:{}", common::free_port());
+            let mut fast = common::fast_supervision(10.0);
+            fast.extend([("KUMA_CLUSTER__HEALTH__TIMEOUT", "300ms".to_owned()), ("KUMA_CLUSTER__HEALTH__TIMEOUT_FALL", "3".to_owned())]);
+            let settings: Vec<(&str, &str)> = fast.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let _cluster = common::serve_process(&t.url, &listen, TOKEN, AUTH, &settings);
+            let ready = |n: usize| common::http_get(&listen, "/lb/available-nodes").is_some_and(|r| r.contains(&format!(r#""ready":{n}"#)));
+            common::poll_until(limit, || ready(2)).expect("both nodes ready");
+
+            // slow answers within the probe timeout are answers
+            relay.set_latency(Duration::from_millis(60));
+            for _ in 0..20 {
+                assert!(ready(2), "a node answering in time stays in service");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            relay.set_latency(Duration::ZERO);
+            relay.set(Fault::Blackhole);
+            common::poll_until(limit, || ready(1)).expect("the silent node is marked down");
+            let status = common::http_json(&listen, "GET", "/lb/node-status", Some(TOKEN)).unwrap();
+            let sim1 = status["nodes"].as_array().unwrap().iter().find(|n| n["node_id"] == "sim1").unwrap().clone();
+            assert_eq!(sim1["state"], "down", "{sim1}");
+            for _ in 0..20 {
+                let page = common::http_get(&listen, "/").expect("the proxy answers");
+                assert!(page.contains("sim2") && !page.contains("sim1"), "a new session went to the silent node: {page}");
+            }
+
+            relay.set(Fault::Pass);
+            common::poll_until(limit, || ready(2)).expect("back in service once it answers");
+            t.drop_db().await;
         });
     }
 }

@@ -40,13 +40,8 @@ fn killed_sim_node_process_fails_over_and_back() {
                 .expect("sim node answers");
         }
         let listen = format!("127.0.0.1:{}", common::free_port());
-        let pace = common::sim_pace(SPEED);
-        let mut settings: Vec<(&str, &str)> = pace.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        settings.extend([
-            ("KUMA_CLUSTER__HEALTH__INTERVAL", "200ms"),
-            ("KUMA_CLUSTER__HEALTH__DOWN_INTERVAL", "200ms"),
-            ("KUMA_CLUSTER__CLUSTER__HOLD_DOWN", "1s"),
-        ]);
+        let fast = common::fast_supervision(SPEED);
+        let settings: Vec<(&str, &str)> = fast.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let _cluster = common::serve_process(&t.url, &listen, TOKEN, AUTH, &settings);
         poll_until(LIMIT, || common::http_get(&listen, "/lb/available-nodes").is_some_and(|r| r.contains(r#""ready":3"#)))
             .expect("kuma-cluster sees three ready nodes");

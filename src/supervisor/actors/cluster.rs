@@ -448,17 +448,15 @@ impl ClusterActor {
                     act.connect_attempts = 0;
                     Ok(missing)
                 }
-                Err(error) => match error {
-                    error @ StoreError::Unreachable { .. } => {
-                        act.connect_attempts += 1;
-                        let wait = (SCHEMA_RETRY * 2u32.saturating_pow(act.connect_attempts - 1)).min(CONNECT_RETRY_MAX);
-                        tracing::warn!(attempt = act.connect_attempts, retry_in_s = wait.as_secs(), "{error}; not ready");
-                        act.vitals.update(|v| v.failing = Some(error.to_string()));
-                        ctx.notify_later(CheckSchema, wait);
-                        return;
-                    }
-                    error => Err(error),
-                },
+                Err(error @ StoreError::Unreachable { .. }) => {
+                    act.connect_attempts += 1;
+                    let wait = (SCHEMA_RETRY * 2u32.pow(act.connect_attempts.min(5) - 1)).min(CONNECT_RETRY_MAX);
+                    tracing::warn!(attempt = act.connect_attempts, retry_in_s = wait.as_secs(), "{error}; not ready");
+                    act.vitals.update(|v| v.failing = Some(error.to_string()));
+                    ctx.notify_later(CheckSchema, wait);
+                    return;
+                }
+                Err(error) => Err(error),
             };
             if let Ok(missing) = &result {
                 act.vitals.update(|v| {
