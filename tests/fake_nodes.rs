@@ -17,12 +17,12 @@ async fn a_node_failing_its_health_checks_is_failed_over_and_back_with_reconcile
         t.add_monitors(&format!("node{}", i + 1), 20).await;
     }
     let (cluster, routing) = common::live_supervisor(&t, &[("KUMA_CLUSTER__NODES__AUTH_HEADER", "Bearer test-token")]);
-    eventually(WAIT, "every node is up and routable", || async {
+    // routing takes each verdict at once; the first decision comes after
+    eventually(WAIT, "every node is up and routable, and supervision has begun", || async {
         let table = routing.load();
-        table.nodes.len() == 3 && table.nodes.iter().all(|n| n.ready)
+        table.nodes.len() == 3 && table.nodes.iter().all(|n| n.ready) && cluster.send(GetClusterState).await.unwrap().started
     })
     .await;
-    assert!(cluster.send(GetClusterState).await.unwrap().started);
 
     nodes[0].set_health(503);
     eventually(WAIT, "node1's monitors leave it", || async { t.running_on("node1").await == 0 }).await;
