@@ -136,7 +136,7 @@ async fn run(settings: Settings, db: DatabaseConnection, dev: Option<Addr<DevNod
     let stale_after = settings.cluster.reconcile_interval * 3 + settings.cluster.decision_timeout;
     let cluster = ClusterActor::new(ClusterDeps {
         db: db.clone(),
-        probe: Rc::new(HttpProbe::new(settings.health.timeout)),
+        probe: Rc::new(HttpProbe::new(settings.health.late_answer_wait)),
         settings,
         clock: Arc::new(SystemClock),
         publisher,

@@ -131,6 +131,9 @@ pub struct HealthSettings {
     pub timeout_fall: u32,
     pub rise: u32,
     pub down_interval: Duration,
+    /// How long after it was sent a timed-out probe may still be answered: a
+    /// late answer forgives the timeouts, so a busy node is not taken for dead.
+    pub late_answer_wait: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -245,6 +248,7 @@ struct RawHealth {
     timeout_fall: u32,
     rise: u32,
     down_interval: String,
+    late_answer_wait: String,
 }
 
 #[derive(Deserialize)]
@@ -368,6 +372,7 @@ impl Settings {
             timeout_fall: at_least_one("health.timeout_fall", raw.health.timeout_fall)?,
             rise: at_least_one("health.rise", raw.health.rise)?,
             down_interval: positive_duration("health.down_interval", &raw.health.down_interval)?,
+            late_answer_wait: duration("health.late_answer_wait", &raw.health.late_answer_wait)?,
         };
         let cluster = ClusterSettings {
             hold_down: duration("cluster.hold_down", &raw.cluster.hold_down)?,
@@ -379,6 +384,9 @@ impl Settings {
         };
         if cluster.max_ejection_percent > 100 {
             return Err(invalid("cluster.max_ejection_percent", "must be 0 to 100"));
+        }
+        if health.late_answer_wait < health.timeout {
+            return Err(invalid("health.late_answer_wait", "must be at least health.timeout: it is how long a probe may take in all"));
         }
         if health.timeout_fall < health.fall {
             return Err(invalid("health.timeout_fall", "must be at least health.fall: a timeout is weaker evidence than a refusal"));
@@ -487,6 +495,7 @@ mod tests {
         assert_eq!(s.health.timeout, Duration::from_secs(1));
         assert_eq!((s.health.fall, s.health.rise), (3, 2));
         assert_eq!(s.health.down_interval, Duration::from_secs(5));
+        assert_eq!(s.health.late_answer_wait, Duration::from_secs(30));
         assert_eq!(s.health.path, "/api/v1/health");
         assert_eq!(s.cluster.hold_down, Duration::from_secs(10));
         assert_eq!(s.cluster.reconcile_interval, Duration::from_secs(10));
@@ -554,6 +563,17 @@ mod tests {
             let err = Settings::load_with_env(None, env(&[(key, value)])).unwrap_err();
             assert!(err.to_string().starts_with(&format!("config: {name}: ")), "{err}");
         }
+    }
+
+    #[test]
+    fn a_late_answer_wait_shorter_than_the_probe_timeout_is_refused() {
+        let err = Settings::load_with_env(None, env(&[("KUMA_CLUSTER__HEALTH__LATE_ANSWER_WAIT", "500ms")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config: health.late_answer_wait: must be at least health.timeout: it is how long a probe may take in all"
+        );
+        let s = Settings::load_with_env(None, env(&[("KUMA_CLUSTER__HEALTH__LATE_ANSWER_WAIT", "1s")])).unwrap();
+        assert_eq!(s.health.late_answer_wait, s.health.timeout, "equal: no probe waits past its timeout");
     }
 
     #[test]

@@ -425,6 +425,7 @@ fn status_endpoints_describe_the_cluster() {
 
         let (_, probes) = s.get("/lb/health-status", Some(TOKEN)).await;
         assert_eq!((probes["probes"].as_u64(), probes["nodes"].as_array().unwrap().len()), (Some(0), 3));
+        assert_eq!(probes["nodes"][0]["late_answers"], 0, "a busy node's late answers are shown");
 
         let (_, lb) = s.get("/lb/load-balancer-status", Some(TOKEN)).await;
         assert_eq!((lb["ready_nodes"].as_u64(), lb["routed_monitors"].as_u64()), (Some(2), Some(30)));

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::time::Instant;
-use Scripted::{Failing, Hang, Healthy, HealthyAhead};
+use Scripted::{Failing, Hang, Healthy, HealthyAhead, Slow};
 
 type Seen = Rc<RefCell<Vec<(Instant, kuma_cluster::supervisor::actors::node::NodeTransition)>>>;
 
@@ -104,6 +104,44 @@ fn a_hung_probe_fails_at_the_timeout() {
         // one probe at a time: each hung probe ends at the 1 s timeout before the next starts
         let calls = probe.calls.borrow();
         assert!(calls.windows(2).all(|p| p[1] - p[0] >= Duration::from_secs(1)));
+    });
+}
+
+#[test]
+fn a_node_that_answers_only_after_the_timeout_is_busy_not_dead_and_never_goes_down() {
+    run_paused(async {
+        // healthy, then every answer takes 8 s: past the 1 s timeout, within the 30 s wait
+        let probe = ScriptedProbe::new([Healthy, Healthy, Slow(Duration::from_secs(8))]);
+        let (actor, seen) = start(&probe);
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert_eq!(transitions(&seen), vec![Transition { from: Health::Unknown, to: Health::Up, weak: false }]);
+        let state = actor.send(GetNodeState).await.unwrap();
+        assert_eq!(state.health, Health::Up);
+        assert!(state.consecutive_failures < 10, "the streak never reached health.timeout_fall");
+        // one late waiter at a time: a probe every ~3 s, one answer per 8 s wait at most
+        assert!(state.late_answers >= 50 && state.late_answers <= 80, "{} late answers", state.late_answers);
+        assert!(probe.calls.borrow().len() > 150);
+    });
+}
+
+#[test]
+fn answers_later_than_the_late_wait_do_not_count_and_the_node_goes_down_on_timeouts() {
+    run_paused(async {
+        let probe = ScriptedProbe::new([Healthy, Healthy, Slow(Duration::from_secs(31))]);
+        let (actor, seen) = start(&probe);
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert_eq!(transitions(&seen)[1], Transition { from: Health::Up, to: Health::Down, weak: true });
+        assert_eq!(actor.send(GetNodeState).await.unwrap().late_answers, 0);
+    });
+}
+
+#[test]
+fn a_node_that_answers_only_late_from_the_start_gets_an_up_verdict() {
+    run_paused(async {
+        let probe = ScriptedProbe::new([Slow(Duration::from_secs(4))]);
+        let (_actor, seen) = start(&probe);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(transitions(&seen), vec![Transition { from: Health::Unknown, to: Health::Up, weak: false }]);
     });
 }
 

@@ -282,6 +282,7 @@ fn scaled_defaults(speed: f64) -> Vec<(&'static str, String)> {
     settings.extend([
         ("KUMA_CLUSTER__HEALTH__INTERVAL", ms(2000.0)),
         ("KUMA_CLUSTER__HEALTH__TIMEOUT", ms(1000.0)),
+        ("KUMA_CLUSTER__HEALTH__LATE_ANSWER_WAIT", ms(30_000.0)),
         ("KUMA_CLUSTER__HEALTH__DOWN_INTERVAL", ms(5000.0)),
         ("KUMA_CLUSTER__CLUSTER__HOLD_DOWN", ms(10_000.0)),
         ("KUMA_CLUSTER__CLUSTER__RECONCILE_INTERVAL", ms(10_000.0)),
@@ -355,6 +356,58 @@ fn a_failover_of_400_monitors_onto_two_busy_nodes_never_marks_a_second_node_down
         }
         cluster.send(Shutdown).await.unwrap();
         for node in survivors.drain(..).chain(sim2) {
+            node.stop().await;
+        }
+    });
+}
+
+/// A node busy with work of its own (here its cold start: 400 monitors at about
+/// 1.4/s, no push of ours to grace it) answers its health checks after the
+/// probe timeout, for far longer than `health.timeout_fall` probes. With the
+/// default settings scaled twenty times, it is never marked down, nothing
+/// leaves it, and no monitor ever runs twice: its answers come late, not never.
+#[test]
+fn a_node_busy_with_its_own_cold_start_answers_late_and_is_never_failed_over() {
+    common::run(async {
+        const FAST: f64 = 20.0;
+        let t = TestDb::sqlite().await;
+        t.migrate().await;
+        t.add_monitors("sim1", 20).await;
+        t.add_monitors("sim2", 400).await;
+        t.add_monitors("sim3", 20).await;
+        let mut nodes = Vec::new();
+        for id in ["sim1", "sim2", "sim3"] {
+            nodes.push(SimNode::start(SimConfig { speed: FAST, ..config(id, "127.0.0.1:0") }, t.db.clone()).await.unwrap());
+        }
+        let settings = scaled_defaults(FAST);
+        let overrides: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (cluster, routing) = common::live_supervisor(&t, &overrides);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(120);
+        let mut busy_for = Duration::ZERO;
+        loop {
+            let all: Vec<&SimNode> = nodes.iter().collect();
+            assert!(at_most_one_copy(&all), "a monitor ran twice: {:?}", doubles(&all));
+            if !nodes[1].booted() {
+                busy_for = started.elapsed();
+            } else if each_runs_exactly_once(&t, &all).await {
+                break;
+            }
+            let health = routing.load().node("sim2").map(|n| n.health);
+            assert_ne!(health, Some(kuma_cluster::core::health::Health::Down), "sim2 was marked down while busy");
+            assert!(Instant::now() < deadline, "sim2's cold start ends with each monitor run once");
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+        // twenty scaled probe periods (timeout + interval) are 3 s
+        assert!(busy_for > Duration::from_secs(5), "sim2 was busy for only {busy_for:?}");
+        assert_eq!(t.count("SELECT COUNT(*) FROM monitor WHERE assigned_node IS NOT NULL").await, 0, "nothing moved");
+        assert_eq!(t.count("SELECT COUNT(*) FROM kc_event_log WHERE kind IN ('node_down', 'ejection_held')").await, 0);
+        let details = cluster.send(kuma_cluster::supervisor::actors::cluster::GetNodeDetails).await.unwrap();
+        let sim2 = details.iter().find(|d| d.member.node_id == "sim2").and_then(|d| d.probe.clone()).unwrap();
+        assert!(sim2.late_answers > 0, "its health answers came late: {sim2:?}");
+        assert_eq!(sim2.health, kuma_cluster::core::health::Health::Up);
+        cluster.send(Shutdown).await.unwrap();
+        for node in nodes {
             node.stop().await;
         }
     });

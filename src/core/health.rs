@@ -12,6 +12,13 @@
 //! only be busy), and only `timeout_fall` failures in a streak make a node down
 //! on timeouts alone. Such a verdict is marked `weak`, and is made strong by
 //! `fall` strong failures later in the same streak.
+//!
+//! A probe that timed out may still be answered later: a node busy starting
+//! hundreds of monitors answers its health check in seconds, not never. Such a
+//! late answer is proof of life: it forgives the timeouts of the current
+//! streak, so only a node that does not answer at all goes down on timeouts.
+//! It is no success (a slow node does not rise), except for a node with no
+//! verdict yet, whose first verdict must not wait until it is idle.
 
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -57,6 +64,9 @@ pub struct HealthMachine {
     consecutive_successes: u32,
     /// The node is down on timeouts alone.
     weak: bool,
+    /// Late answers since the last refusal or error answer, while the node has
+    /// no verdict yet.
+    late_answers: u32,
 }
 
 impl HealthMachine {
@@ -70,6 +80,7 @@ impl HealthMachine {
             strong_failures: 0,
             consecutive_successes: 0,
             weak: false,
+            late_answers: 0,
         }
     }
 
@@ -91,6 +102,7 @@ impl HealthMachine {
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         if probed == Probed::Failed {
             self.strong_failures = self.strong_failures.saturating_add(1);
+            self.late_answers = 0;
         }
         let strong = self.strong_failures >= self.fall;
         match from {
@@ -106,6 +118,22 @@ impl HealthMachine {
             }
             _ => None,
         }
+    }
+
+    /// A probe that had timed out was answered healthy after all: the timeouts
+    /// of this failure streak are forgiven. Only a node with no verdict yet
+    /// counts it as a success.
+    pub fn answered_late(&mut self) -> Option<Transition> {
+        self.consecutive_failures = self.strong_failures;
+        if self.state != Health::Unknown || self.strong_failures > 0 {
+            return None;
+        }
+        self.late_answers = self.late_answers.saturating_add(1);
+        if self.late_answers < self.rise {
+            return None;
+        }
+        self.state = Health::Up;
+        Some(Transition { from: Health::Unknown, to: Health::Up, weak: false })
     }
 
     pub fn state(&self) -> Health {
@@ -206,6 +234,38 @@ mod tests {
         }
         feed(&mut m, &[true]);
         assert_eq!(m.observe(Probed::TimedOut), None);
+        assert_eq!(m.state(), Health::Up);
+    }
+
+    #[test]
+    fn a_late_answer_forgives_the_timeouts_of_the_streak_but_not_its_refusals() {
+        let mut m = HealthMachine::new(3, 4, 2);
+        feed(&mut m, &[true, true]);
+        for _ in 0..3 {
+            assert_eq!(m.observe(Probed::TimedOut), None);
+        }
+        assert_eq!(m.answered_late(), None, "a late answer is no success for a node that is up");
+        assert_eq!(m.consecutive_failures(), 0);
+        let timeouts: Vec<Transition> = (0..3).filter_map(|_| m.observe(Probed::TimedOut)).collect();
+        assert_eq!(timeouts, vec![], "the streak starts again from zero");
+        assert_eq!(m.observe(Probed::Failed), Some(Transition { from: Health::Up, to: Health::Down, weak: true }));
+
+        let mut m = HealthMachine::new(3, 10, 2);
+        feed(&mut m, &[true, true, false, false]);
+        assert_eq!(m.observe(Probed::TimedOut), None);
+        assert_eq!(m.answered_late(), None);
+        assert_eq!(m.consecutive_failures(), 2, "the refusals still count");
+        assert_eq!(m.observe(Probed::Failed), Some(down(Health::Up)));
+    }
+
+    #[test]
+    fn late_answers_give_a_node_without_a_verdict_its_first_one() {
+        let mut m = HealthMachine::new(3, 4, 2);
+        assert_eq!(m.observe(Probed::TimedOut), None);
+        assert_eq!(m.answered_late(), None);
+        assert_eq!(m.observe(Probed::TimedOut), None);
+        assert_eq!(m.answered_late(), Some(up(Health::Unknown)), "two answers, however slow, make it up");
+        assert_eq!(m.answered_late(), None);
         assert_eq!(m.state(), Health::Up);
     }
 

@@ -48,9 +48,11 @@ pub struct HttpProbe {
 }
 
 impl HttpProbe {
-    pub fn new(timeout: Duration) -> Self {
+    /// `longest`: the most a probe may take in all, a late answer included
+    /// (`health.late_answer_wait`); the NodeActor judges at `health.timeout`.
+    pub fn new(longest: Duration) -> Self {
         let client = awc::Client::builder()
-            .timeout(timeout)
+            .timeout(longest)
             .disable_redirects()
             .no_default_headers()
             .add_default_header(("user-agent", concat!("kuma-cluster/", env!("CARGO_PKG_VERSION"))))

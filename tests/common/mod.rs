@@ -241,6 +241,8 @@ pub enum Scripted {
     Failing,
     /// Never answers: the NodeActor's timeout must end it.
     Hang,
+    /// Answers healthy after this long.
+    Slow(Duration),
 }
 
 /// Answers probes from a script; the last entry repeats. Records when each probe
@@ -270,6 +272,10 @@ impl Probe for ScriptedProbe {
             }
             Scripted::Failing => Box::pin(async { Err(ProbeError::Status(503)) }),
             Scripted::Hang => Box::pin(std::future::pending()),
+            Scripted::Slow(after) => Box::pin(async move {
+                tokio::time::sleep(after).await;
+                Ok(Healthy::default())
+            }),
         }
     }
 }
@@ -547,7 +553,7 @@ pub fn live_supervisor(
     let (_, reports) = tokio::sync::mpsc::channel(16);
     let cluster = ClusterActor::new(ClusterDeps {
         db: db.db.clone(),
-        probe: Rc::new(kuma_cluster::supervisor::probe::HttpProbe::new(settings.health.timeout)),
+        probe: Rc::new(kuma_cluster::supervisor::probe::HttpProbe::new(settings.health.late_answer_wait)),
         settings: Arc::new(settings),
         clock: Arc::new(kuma_cluster::supervisor::clock::SystemClock),
         publisher,

@@ -244,6 +244,7 @@ pub(crate) async fn health_status(_: Authorized, ops: web::Data<Ops>) -> Result<
                 "state": d.member.health,
                 "probes": p.map(|p| p.probes),
                 "failed_probes": p.map(|p| p.failed_probes),
+                "late_answers": p.map(|p| p.late_answers),
                 "consecutive_failures": p.map(|p| p.consecutive_failures),
                 "consecutive_successes": p.map(|p| p.consecutive_successes),
                 "last_latency_ms": p.and_then(|p| p.last_latency_ms),

@@ -2,7 +2,10 @@
 //! results to a [`HealthMachine`] and reports transitions only, never single probe
 //! results, plus the node's clock offset when it moves. While the ClusterActor
 //! has a reconcile push in flight to the node, its timeouts do not count: the
-//! node is busy with the work kuma-cluster gave it. It holds no database handle.
+//! node is busy with the work kuma-cluster gave it. A probe that timed out keeps
+//! waiting (one at a time, up to `health.late_answer_wait` after it was sent):
+//! a healthy answer that comes late forgives the timeouts, whoever made the
+//! node busy (its cold start, its cron, a push). It holds no database handle.
 
 use crate::config::HealthSettings;
 use crate::core::health::{Health, HealthMachine, Probed, Transition};
@@ -10,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::supervisor::probe::{Healthy, Probe, ProbeError};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
+use futures_util::future::LocalBoxFuture;
 use serde::Serialize;
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
@@ -89,6 +93,8 @@ pub struct NodeState {
     pub clock_offset_ms: Option<i64>,
     /// A push is in flight: timeouts do not count.
     pub graced: bool,
+    /// Probes that timed out and were answered healthy later.
+    pub late_answers: u64,
 }
 
 /// Self-tick: time for the next probe.
@@ -111,6 +117,9 @@ pub struct NodeActor {
     reported_offset_ms: Option<i64>,
     /// At most one probe is in flight; the next is scheduled when it ends.
     probing: bool,
+    /// A timed-out probe is still waiting for its answer; others are dropped.
+    waiting_late: bool,
+    late_answers: u64,
     /// The one scheduled probe, replaced when a passive report probes early, so
     /// there is never more than one timer chain.
     next_probe: Option<SpawnHandle>,
@@ -147,6 +156,8 @@ impl NodeActor {
             report,
             metrics,
             probing: false,
+            waiting_late: false,
+            late_answers: 0,
             next_probe: None,
             last_probe_started: None,
             probes: 0,
@@ -197,6 +208,43 @@ impl NodeActor {
         })
     }
 
+    /// A timed-out probe was answered healthy after all.
+    fn answered_late(&mut self) {
+        self.late_answers += 1;
+        tracing::debug!(node_id = %self.id, "a timed-out probe was answered late: the node is busy, not dead");
+        if let Some(transition) = self.machine.answered_late() {
+            self.report(NodeTransition { node_id: self.id.clone(), transition, last_error: None });
+        }
+    }
+
+    fn report(&self, transition: NodeTransition) {
+        tracing::info!(
+            node_id = %transition.node_id,
+            from = ?transition.transition.from,
+            to = ?transition.transition.to,
+            on_timeouts_alone = transition.transition.weak,
+            last_error = transition.last_error.as_deref().unwrap_or(""),
+            "node health changed"
+        );
+        self.report.transitions.do_send(transition);
+    }
+
+    /// Keeps a timed-out probe waiting for its answer until `late_answer_wait`
+    /// after it was sent, unless another one already waits.
+    fn wait_late(&mut self, check: LocalBoxFuture<'static, Result<Healthy, ProbeError>>, ctx: &mut Context<Self>) {
+        let left = self.settings.late_answer_wait.saturating_sub(self.settings.timeout);
+        if self.waiting_late || left.is_zero() {
+            return;
+        }
+        self.waiting_late = true;
+        ctx.spawn(tokio::time::timeout(left, check).into_actor(self).map(|answer, act, _| {
+            act.waiting_late = false;
+            if matches!(answer, Ok(Ok(_))) {
+                act.answered_late();
+            }
+        }));
+    }
+
     /// Reports the clock offset when it moved enough to matter for the cron.
     fn report_clock(&mut self) {
         let Some(offset) = self.clock_offset_ms else { return };
@@ -230,26 +278,21 @@ impl Handler<ProbeTick> for NodeActor {
         let started = tokio::time::Instant::now();
         let sent_ms = Utc::now().timestamp_millis();
         let run = async move {
-            let result = match check {
-                None => Err(ProbeError::NoHost),
-                Some(check) => tokio::time::timeout(timeout, check).await.unwrap_or(Err(ProbeError::Timeout)),
-            };
-            (result, started.elapsed())
+            let Some(mut check) = check else { return (Err(ProbeError::NoHost), started.elapsed(), None) };
+            match tokio::time::timeout(timeout, &mut check).await {
+                Ok(result) => (result, started.elapsed(), None),
+                Err(_) => (Err(ProbeError::Timeout), started.elapsed(), Some(check)),
+            }
         };
-        ctx.spawn(run.into_actor(self).map(move |(result, latency), act, ctx| {
+        ctx.spawn(run.into_actor(self).map(move |(result, latency, unanswered), act, ctx| {
             act.probing = false;
             let transition = act.record(result, sent_ms, latency);
             act.report_clock();
             if let Some(transition) = transition {
-                tracing::info!(
-                    node_id = %transition.node_id,
-                    from = ?transition.transition.from,
-                    to = ?transition.transition.to,
-                    on_timeouts_alone = transition.transition.weak,
-                    last_error = transition.last_error.as_deref().unwrap_or(""),
-                    "node health changed"
-                );
-                act.report.transitions.do_send(transition);
+                act.report(transition);
+            }
+            if let Some(check) = unanswered {
+                act.wait_late(check, ctx);
             }
             let delay = act.next_delay();
             act.next_probe = Some(ctx.notify_later(ProbeTick, delay));
@@ -292,6 +335,7 @@ impl Handler<GetNodeState> for NodeActor {
             last_error: self.last_error.clone(),
             clock_offset_ms: self.clock_offset_ms,
             graced: self.graced,
+            late_answers: self.late_answers,
         })
     }
 }
