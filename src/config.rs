@@ -30,6 +30,7 @@ pub struct Settings {
     pub cluster: ClusterSettings,
     pub placement: PlacementSettings,
     pub nodes: NodeSettings,
+    pub ha: HaSettings,
 }
 
 #[derive(Clone, Debug)]
@@ -133,6 +134,7 @@ pub struct HealthSettings {
     pub down_interval: Duration,
     /// How long after it was sent a timed-out probe may still be answered: a
     /// late answer forgives the timeouts, so a busy node is not taken for dead.
+    /// Never shorter than `timeout` (equal: no late answers).
     pub late_answer_wait: Duration,
 }
 
@@ -168,6 +170,24 @@ pub struct NodeSettings {
     pub static_nodes: Vec<StaticNode>,
 }
 
+/// Several replicas on one database: one leads (holds the lease), every one
+/// serves traffic.
+#[derive(Clone, Debug)]
+pub struct HaSettings {
+    /// How long a lease is good for after its last renewal, on the database's clock.
+    pub lease_ttl: Duration,
+    /// How often the leader renews its lease.
+    pub renew_interval: Duration,
+    /// How often a follower reads the lease: for a newer decision to load, or a
+    /// lease to take.
+    pub poll_interval: Duration,
+    /// Unique among the replicas: from the setting, or host name, process id
+    /// and a random part.
+    pub replica_id: String,
+    /// Where the other replicas reach this one's `/lb/` API (host:port or a URL).
+    pub advertise: Option<String>,
+}
+
 /// A node registered from configuration rather than by the node itself.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -201,6 +221,17 @@ struct Raw {
     cluster: RawCluster,
     placement: RawPlacement,
     nodes: RawNodes,
+    ha: RawHa,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHa {
+    lease_ttl: String,
+    renew_interval: String,
+    poll_interval: String,
+    replica_id: String,
+    advertise: String,
 }
 
 #[derive(Deserialize)]
@@ -372,7 +403,9 @@ impl Settings {
             timeout_fall: at_least_one("health.timeout_fall", raw.health.timeout_fall)?,
             rise: at_least_one("health.rise", raw.health.rise)?,
             down_interval: positive_duration("health.down_interval", &raw.health.down_interval)?,
-            late_answer_wait: duration("health.late_answer_wait", &raw.health.late_answer_wait)?,
+            // a wait no longer than the timeout is none
+            late_answer_wait: duration("health.late_answer_wait", &raw.health.late_answer_wait)?
+                .max(positive_duration("health.timeout", &raw.health.timeout)?),
         };
         let cluster = ClusterSettings {
             hold_down: duration("cluster.hold_down", &raw.cluster.hold_down)?,
@@ -384,9 +417,6 @@ impl Settings {
         };
         if cluster.max_ejection_percent > 100 {
             return Err(invalid("cluster.max_ejection_percent", "must be 0 to 100"));
-        }
-        if health.late_answer_wait < health.timeout {
-            return Err(invalid("health.late_answer_wait", "must be at least health.timeout: it is how long a probe may take in all"));
         }
         if health.timeout_fall < health.fall {
             return Err(invalid("health.timeout_fall", "must be at least health.fall: a timeout is weaker evidence than a refusal"));
@@ -422,6 +452,28 @@ impl Settings {
                 return Err(invalid("nodes.static", format!("node id {} appears twice", node.id)));
             }
         }
+        let ha = HaSettings {
+            lease_ttl: positive_duration("ha.lease_ttl", &raw.ha.lease_ttl)?,
+            renew_interval: positive_duration("ha.renew_interval", &raw.ha.renew_interval)?,
+            poll_interval: positive_duration("ha.poll_interval", &raw.ha.poll_interval)?,
+            replica_id: match raw.ha.replica_id.trim() {
+                "" => default_replica_id(),
+                id if id.len() > 255 || id.chars().any(char::is_control) => {
+                    return Err(invalid("ha.replica_id", "must be 1 to 255 characters without control characters"))
+                }
+                id => id.to_owned(),
+            },
+            advertise: match raw.ha.advertise.trim() {
+                "" => advertised(listen),
+                a if a.len() > 255 || a.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                    return Err(invalid("ha.advertise", "must be host:port or an http:// URL, at most 255 characters"))
+                }
+                a => Some(a.to_owned()),
+            },
+        };
+        if ha.renew_interval * 2 > ha.lease_ttl {
+            return Err(invalid("ha.renew_interval", "must be at most half of ha.lease_ttl, so one lost renewal does not lose the lease"));
+        }
         Ok(Settings {
             database: DatabaseSettings {
                 url,
@@ -443,8 +495,26 @@ impl Settings {
                 pace,
                 static_nodes: raw.nodes.static_nodes,
             },
+            ha,
         })
     }
+}
+
+/// Host name, process id and a random part: unique among replicas, and new at
+/// every start, so a restarted replica never takes itself for its old self.
+fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "kuma-cluster".to_owned());
+    format!("{host}-{}-{:08x}", std::process::id(), fastrand::u32(..))
+}
+
+/// The listen address, when other replicas can reach it as it is: not a
+/// wildcard address.
+fn advertised(listen: SocketAddr) -> Option<String> {
+    (!listen.ip().is_unspecified()).then(|| listen.to_string())
 }
 
 fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
@@ -566,14 +636,13 @@ mod tests {
     }
 
     #[test]
-    fn a_late_answer_wait_shorter_than_the_probe_timeout_is_refused() {
-        let err = Settings::load_with_env(None, env(&[("KUMA_CLUSTER__HEALTH__LATE_ANSWER_WAIT", "500ms")])).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "config: health.late_answer_wait: must be at least health.timeout: it is how long a probe may take in all"
-        );
-        let s = Settings::load_with_env(None, env(&[("KUMA_CLUSTER__HEALTH__LATE_ANSWER_WAIT", "1s")])).unwrap();
-        assert_eq!(s.health.late_answer_wait, s.health.timeout, "equal: no probe waits past its timeout");
+    fn a_late_answer_wait_no_longer_than_the_probe_timeout_is_no_wait() {
+        let s = Settings::load_with_env(None, env(&[("KUMA_CLUSTER__HEALTH__LATE_ANSWER_WAIT", "0s")])).unwrap();
+        assert_eq!(s.health.late_answer_wait, s.health.timeout, "no probe waits past its timeout");
+        let s = Settings::load_with_env(None, env(&[("KUMA_CLUSTER__HEALTH__TIMEOUT", "1m")])).unwrap();
+        assert_eq!(s.health.late_answer_wait, Duration::from_secs(60), "a long timeout needs no second setting");
+        let err = Settings::load_with_env(None, env(&[("KUMA_CLUSTER__HEALTH__LATE_ANSWER_WAIT", "soon")])).unwrap_err();
+        assert!(err.to_string().starts_with("config: health.late_answer_wait: "), "{err}");
     }
 
     #[test]

@@ -64,6 +64,10 @@ struct Supervision {
     probe_latency: BTreeMap<String, Histogram>,
     decisions: Histogram,
     failed_decisions: u64,
+    /// This replica holds the leader lease.
+    leading: bool,
+    leader_changes: u64,
+    fenced_decisions: u64,
 }
 
 /// One proxy worker's counters.
@@ -124,6 +128,18 @@ impl Metrics {
 
     pub fn probed(&self, node: &str, took: Duration) {
         lock(&self.supervision).probe_latency.entry(node.to_owned()).or_default().observe(took);
+    }
+
+    /// This replica started or stopped leading.
+    pub fn leading(&self, leading: bool) {
+        let mut s = lock(&self.supervision);
+        s.leading = leading;
+        s.leader_changes += 1;
+    }
+
+    /// A decision the lease refused: nothing was written.
+    pub fn fenced(&self) {
+        lock(&self.supervision).fenced_decisions += 1;
     }
 
     pub fn decided(&self, took: Duration, committed: bool) {
@@ -192,6 +208,15 @@ impl Metrics {
             let _ = writeln!(out, "# HELP kuma_cluster_decisions_failed_total Decisions rolled back by a database error.");
             let _ = writeln!(out, "# TYPE kuma_cluster_decisions_failed_total counter");
             let _ = writeln!(out, "kuma_cluster_decisions_failed_total {}", s.failed_decisions);
+            let _ = writeln!(out, "# HELP kuma_cluster_is_leader Whether this replica holds the leader lease.");
+            let _ = writeln!(out, "# TYPE kuma_cluster_is_leader gauge");
+            let _ = writeln!(out, "kuma_cluster_is_leader {}", u8::from(s.leading));
+            let _ = writeln!(out, "# HELP kuma_cluster_leader_changes_total Times this replica started or stopped leading.");
+            let _ = writeln!(out, "# TYPE kuma_cluster_leader_changes_total counter");
+            let _ = writeln!(out, "kuma_cluster_leader_changes_total {}", s.leader_changes);
+            let _ = writeln!(out, "# HELP kuma_cluster_fenced_decisions_total Decisions the lease refused because this replica no longer led: nothing written.");
+            let _ = writeln!(out, "# TYPE kuma_cluster_fenced_decisions_total counter");
+            let _ = writeln!(out, "kuma_cluster_fenced_decisions_total {}", s.fenced_decisions);
         }
         let (mut requests, mut latency) = (BTreeMap::<(String, u16), u64>::new(), Histogram::default());
         for shard in lock(&self.shards).iter() {

@@ -610,7 +610,9 @@ fn the_operator_cli_reads_and_steers_the_cluster_through_the_api() {
         assert!(nodes.starts_with("NODE   STATE  READY  ENABLED  MONITORS  LIMIT  FAILS  LAST ERROR"), "{nodes}");
         assert_eq!(nodes.lines().count(), 4);
         let status = cli.run(&Action::Status, false).await.unwrap();
-        assert!(status.starts_with("supervision running, database reachable, 3 of 3 nodes ready, 30 monitors"), "{status}");
+        let mut lines = status.lines();
+        assert!(lines.next().is_some_and(|l| l.starts_with("replica ") && l.contains(": leader, epoch 1, lease until 20")), "{status}");
+        assert!(lines.next().is_some_and(|l| l.starts_with("supervision running, database reachable, 3 of 3 nodes ready, 30 monitors")), "{status}");
 
         assert_eq!(cli.run(&Action::Drain("node1".into()), false).await.unwrap(), "node1: drain (10 monitors moved away, 0 returned)");
         s.sup.pushes_done().await;

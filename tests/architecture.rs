@@ -139,9 +139,17 @@ fn queries_live_in_the_store_only() {
 #[test]
 fn only_the_cluster_actor_writes_through_the_store() {
     check(
-        "store::write and store::record_event are called from the ClusterActor only",
+        "store::write, store::record_event and the lease's writes are called from the ClusterActor only",
         |p| p != "src/supervisor/actors/cluster.rs" && p != "src/supervisor/store.rs",
-        &["store::write", "store::record_event"],
+        &[
+            "store::write",
+            "store::record_event",
+            "store::acquire_lease",
+            "store::renew_lease",
+            "store::release_lease",
+            "store::fence",
+            "store::next_generation",
+        ],
     );
 }
 

@@ -83,7 +83,8 @@ mod mariadb {
                 actix_rt::time::sleep(Duration::from_secs(1)).await;
             }
             assert!(sup.state().await.failed_decisions >= 2, "decisions failed at their deadline and were retried");
-            assert!(sup.vitals.load().failing.is_some(), "readiness knows");
+            let unready = sup.vitals.load().unready(Instant::now(), Duration::from_secs(3600));
+            assert!(!unready.is_empty(), "readiness knows");
             assert_eq!(t.running_on("node1").await, 10, "nothing moved during the outage");
 
             relay.set(Fault::Pass);

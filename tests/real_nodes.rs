@@ -413,7 +413,9 @@ fn real_nodes_fail_over_and_back_with_every_monitor_checked_by_exactly_one_proce
     let back = Instant::now();
     *target.pids.lock().unwrap() = pids(&nodes);
     let node2 = nodes[1].as_ref().unwrap().0.id();
-    wait(Duration::from_secs(240), "node2 checks its monitors again", || {
+    // the revert goes in waves clear of node2's cron: about 4 minutes for 800
+    let revert_limit = Duration::from_secs(240) + Duration::from_millis(500) * moved.len() as u32;
+    wait(revert_limit, "node2 checks its monitors again", || {
         let last = last_checker(&target.checks(), Instant::now() - LOOKBACK);
         moved.iter().all(|m| last.get(m) == Some(&node2))
     });

@@ -13,6 +13,8 @@ pub struct Model {
     pub outcome: String,
     /// A JSON object with the numbers of the event.
     pub detail: String,
+    /// The leader epoch that wrote the row (NULL before leases existed).
+    pub epoch: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

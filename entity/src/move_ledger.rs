@@ -17,6 +17,8 @@ pub struct Model {
     pub undone_at: Option<DateTimeUtc>,
     /// A manual move that rebalancing leaves where it is.
     pub pinned: bool,
+    /// The leader epoch that wrote the row (NULL before leases existed).
+    pub epoch: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

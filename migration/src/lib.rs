@@ -12,6 +12,7 @@ mod m20261126_000002_monitor_ownership;
 mod m20261126_000003_create_move_ledger;
 mod m20261126_000004_create_event_log;
 mod m20261126_000005_node_admin_and_pins;
+mod m20261207_000006_leader_lease;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000003_create_move_ledger::Migration),
             Box::new(m20261126_000004_create_event_log::Migration),
             Box::new(m20261126_000005_node_admin_and_pins::Migration),
+            Box::new(m20261207_000006_leader_lease::Migration),
         ]
     }
 }

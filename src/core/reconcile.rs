@@ -275,6 +275,23 @@ pub fn decide(rows: &ClusterRows, inputs: &Inputs) -> Result<Decision, Refusal> 
     })
 }
 
+/// What a replica that does not lead serves: the routing table and the nodes
+/// as the committed rows stand, with this replica's own view of node health.
+/// Nothing is planned and nothing written: only the leader decides.
+pub struct Committed {
+    pub table: RoutingTable,
+    /// Every node, with its address: the ones this replica probes.
+    pub members: Vec<(String, Option<String>)>,
+}
+
+pub fn committed(rows: &ClusterRows, inputs: &Inputs) -> Committed {
+    let mut unwritten = Changes::default();
+    let facts = register(rows, inputs.static_nodes, &mut unwritten);
+    let (view, _) = view_of(rows, &facts, &admin_states(rows), inputs);
+    let table = routing_table(&view, &facts, inputs.setup_complete);
+    Committed { table, members: facts.into_iter().map(|f| (f.id, f.host)).collect() }
+}
+
 /// What [`decide`] needs of a node, from its row, from configuration or from a
 /// command.
 struct NodeFacts {
@@ -390,7 +407,7 @@ fn admin_command<'r>(
     command: Option<&'r Command>,
     changes: &mut Changes,
 ) -> Result<HashMap<&'r str, AdminState>, Refusal> {
-    let mut admin: HashMap<&str, AdminState> = rows.admin.iter().map(|(id, s)| (id.as_str(), *s)).collect();
+    let mut admin = admin_states(rows);
     if let Some(Command::SetAdmin { node, state }) = command {
         if !facts.iter().any(|n| &n.id == node) {
             return Err(Refusal::UnknownNode(node.clone()));
@@ -404,6 +421,11 @@ fn admin_command<'r>(
         }
     }
     Ok(admin)
+}
+
+/// Each node's administrative state as committed.
+fn admin_states(rows: &ClusterRows) -> HashMap<&str, AdminState> {
+    rows.admin.iter().map(|(id, s)| (id.as_str(), *s)).collect()
 }
 
 /// The cluster as placement sees it, and what is left of the ledger's reading:
@@ -725,6 +747,23 @@ mod tests {
         let d = decide_with(&rows(), &[("a", down())], false);
         assert!(!d.started);
         assert!(d.changes.is_empty());
+    }
+
+    #[test]
+    fn a_follower_serves_the_committed_placement_with_its_own_health_and_plans_nothing() {
+        let mut rows = rows();
+        rows.monitors[3].assigned = Some("a".into());
+        rows.admin = vec![("b".into(), AdminState::Drain)];
+        let nodes: HashMap<String, NodeInput> = [("a".to_string(), down()), ("b".to_string(), up())].into();
+        let statics = [spec("c")];
+        let inputs = Inputs { nodes: &nodes, static_nodes: &statics, limit: 1000, started: true, setup_complete: true, command: None, place_unassigned: false, reported_unusable: &[] };
+        let seen = committed(&rows, &inputs);
+        let a = seen.table.node("a").unwrap();
+        assert_eq!((a.ready, a.monitor_count), (false, 3), "a is down here, and keeps what the leader committed");
+        assert_eq!(seen.table.node_of_monitor(1).map(|n| n.id.as_str()), Some("a"));
+        assert_eq!(seen.table.node_of_monitor(4).map(|n| n.id.as_str()), Some("a"), "the override as committed");
+        assert!(!seen.table.node("b").unwrap().ready, "drained");
+        assert_eq!(seen.members.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), vec!["a", "b", "c"], "configured nodes are probed too");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Everything that owns the cluster's state.
 //! - [`actors`]: the NodeActor per node and the ClusterActor, the only writer.
+//! - [`leadership`]: this replica's part in the leader lease (leads or follows, until when), pure.
 //! - [`queue`]: the ClusterActor's decision bookkeeping (what runs next, who waits), pure.
 //! - [`store`]: every database query of the supervisor and the simulated node.
 //! - [`probe`]: the health probe trait and its HTTP implementation.
@@ -8,9 +9,11 @@
 //! - [`clock`]: the time source decisions read, replaceable in tests.
 //! - [`publisher`]: the routing snapshot's single writer and its lock-free readers.
 //! - [`reports`]: what the front door reports to the supervisor without waiting.
+//! - [`vitals`]: the supervisor's recent knowledge of its own health and role, read lock-free.
 
 pub mod actors;
 pub mod clock;
+pub mod leadership;
 pub mod probe;
 pub mod publisher;
 pub mod pushes;

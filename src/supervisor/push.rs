@@ -14,6 +14,9 @@ pub enum PushError {
     Status(u16),
     #[error("{0}")]
     Request(String),
+    /// Not sent: the lease could not be renewed first.
+    #[error("not sent: {0}")]
+    Lease(String),
 }
 
 pub struct ReconcilePush {

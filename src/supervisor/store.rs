@@ -2,6 +2,7 @@
 //! transaction, so a decision's reads and writes share one transaction.
 
 use crate::config::DatabaseSettings;
+use crate::core::lease::LeaseRow;
 use crate::core::placement::{MonitorId, MoveKind, OpenMove, Reason};
 use crate::core::model::{AdminState, Changes, ClusterRows, MonitorRow, NewEvent, NodeRow, NodeStatus};
 use chrono::{DateTime, Utc};
@@ -10,10 +11,11 @@ use migration::{Migrator, MigratorTrait};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, JoinType, Order, Query};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// Rows per statement for `IN (...)` lists and multi-row inserts: far below the
 /// placeholder limits of SQLite and MariaDB.
@@ -29,6 +31,9 @@ pub enum StoreError {
     Timeout(std::time::Duration),
     #[error("cannot reach the database at {address}: {cause}")]
     Unreachable { address: String, cause: String },
+    /// This replica no longer holds the lease: the decision wrote nothing.
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 impl StoreError {
@@ -321,7 +326,8 @@ async fn load_monitors(c: &impl ConnectionTrait) -> Result<Vec<MonitorRow>, Stor
 }
 
 /// Applies one decision's writes. The caller owns the transaction and commits it.
-pub async fn write(c: &impl ConnectionTrait, changes: &Changes, now: DateTime<Utc>) -> Result<(), StoreError> {
+/// `epoch`: the lease epoch of the leader writing, recorded on each ledger row and event.
+pub async fn write(c: &impl ConnectionTrait, changes: &Changes, now: DateTime<Utc>, epoch: i64) -> Result<(), StoreError> {
     for n in &changes.register {
         let row = node::ActiveModel {
             node_id: Set(n.id.clone()),
@@ -402,6 +408,7 @@ pub async fn write(c: &impl ConnectionTrait, changes: &Changes, now: DateTime<Ut
                 created_at: Set(now),
                 undone_at: Set(mv.closed_at_once().then_some(now)),
                 pinned: Set(pinned),
+                epoch: Set(Some(epoch)),
             })
         })
         .collect();
@@ -427,7 +434,7 @@ pub async fn write(c: &impl ConnectionTrait, changes: &Changes, now: DateTime<Ut
             .await?;
     }
 
-    let events: Vec<event_log::ActiveModel> = changes.events.iter().map(|e| event_row(e, now)).collect();
+    let events: Vec<event_log::ActiveModel> = changes.events.iter().map(|e| event_row(e, now, epoch)).collect();
     for chunk in events.chunks(CHUNK) {
         event_log::Entity::insert_many(chunk.to_vec()).exec_without_returning(c).await?;
     }
@@ -436,12 +443,12 @@ pub async fn write(c: &impl ConnectionTrait, changes: &Changes, now: DateTime<Ut
 
 /// Records an event on its own, for outcomes that have no transaction to ride in
 /// (a decision that failed).
-pub async fn record_event(c: &impl ConnectionTrait, event: &NewEvent, now: DateTime<Utc>) -> Result<(), StoreError> {
-    event_log::Entity::insert(event_row(event, now)).exec_without_returning(c).await?;
+pub async fn record_event(c: &impl ConnectionTrait, event: &NewEvent, now: DateTime<Utc>, epoch: i64) -> Result<(), StoreError> {
+    event_log::Entity::insert(event_row(event, now, epoch)).exec_without_returning(c).await?;
     Ok(())
 }
 
-fn event_row(event: &NewEvent, now: DateTime<Utc>) -> event_log::ActiveModel {
+fn event_row(event: &NewEvent, now: DateTime<Utc>, epoch: i64) -> event_log::ActiveModel {
     event_log::ActiveModel {
         id: NotSet,
         created_at: Set(now),
@@ -449,6 +456,7 @@ fn event_row(event: &NewEvent, now: DateTime<Utc>) -> event_log::ActiveModel {
         node_id: Set(event.node_id.clone()),
         outcome: Set(event.outcome.to_owned()),
         detail: Set(event.detail.to_string()),
+        epoch: Set(Some(epoch)),
     }
 }
 
@@ -711,6 +719,100 @@ pub async fn seed_monitors(c: &impl ConnectionTrait, node: &str, count: usize) -
     for chunk in rows.chunks(CHUNK) {
         monitor::Entity::insert_many(chunk.to_vec()).exec_without_returning(c).await?;
     }
+    Ok(())
+}
+
+/// The database's own clock in milliseconds since the epoch, as SQL: the
+/// lease's expiry is on it, so replicas' clocks may differ.
+fn db_now_ms(backend: DbBackend) -> &'static str {
+    match backend {
+        DbBackend::Sqlite => "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)",
+        _ => "CAST(ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000) AS SIGNED)",
+    }
+}
+
+fn statement(c: &impl ConnectionTrait, sql: &str, values: Vec<sea_orm::Value>) -> Statement {
+    let backend = c.get_database_backend();
+    Statement::from_sql_and_values(backend, sql.replace("{now}", db_now_ms(backend)), values)
+}
+
+/// The lease row with the database's clock. kuma-cluster's migrations create
+/// the row; a missing one is an error that says so.
+pub async fn read_lease(c: &impl ConnectionTrait) -> Result<LeaseRow, StoreError> {
+    let sql = "SELECT holder, address, epoch, expires_ms, generation, pushes_until_ms, {now} FROM kc_lease WHERE id = 1";
+    let row = c
+        .query_one_raw(statement(c, sql, vec![]))
+        .await?
+        .ok_or_else(|| sea_orm::DbErr::RecordNotFound("the lease row of kc_lease (run `kuma-cluster migrate`)".to_owned()))?;
+    Ok(LeaseRow {
+        holder: row.try_get_by_index(0)?,
+        address: row.try_get_by_index(1)?,
+        epoch: row.try_get_by_index(2)?,
+        expires_ms: row.try_get_by_index(3)?,
+        generation: row.try_get_by_index(4)?,
+        pushes_until_ms: row.try_get_by_index(5)?,
+        now_ms: row.try_get_by_index(6)?,
+    })
+}
+
+/// Takes the lease for `me` if it is free or expired, raising the epoch; the
+/// epoch won, or `None` when another replica holds it.
+pub async fn acquire_lease(db: &DatabaseConnection, me: &str, address: Option<&str>, ttl: Duration) -> Result<Option<i64>, StoreError> {
+    let txn = db.begin().await?;
+    let sql = "UPDATE kc_lease SET holder = ?, address = ?, epoch = epoch + 1, expires_ms = {now} + ? \
+               WHERE id = 1 AND (holder IS NULL OR expires_ms <= {now})";
+    let values = vec![me.into(), address.map(str::to_owned).into(), (ttl.as_millis() as i64).into()];
+    if txn.execute_raw(statement(&txn, sql, values)).await?.rows_affected() != 1 {
+        return Ok(None);
+    }
+    let epoch = read_lease(&txn).await?.epoch;
+    txn.commit().await?;
+    Ok(Some(epoch))
+}
+
+/// Extends `me`'s lease of `epoch` by `ttl` and records how long its pushes may
+/// still run; `false` when it no longer holds it (expired or taken).
+pub async fn renew_lease(db: &DatabaseConnection, me: &str, epoch: i64, ttl: Duration, pushes_left: Duration) -> Result<bool, StoreError> {
+    let sql = "UPDATE kc_lease SET expires_ms = {now} + ?, pushes_until_ms = {now} + ? \
+               WHERE id = 1 AND holder = ? AND epoch = ? AND expires_ms > {now}";
+    let values = vec![(ttl.as_millis() as i64).into(), (pushes_left.as_millis() as i64).into(), me.into(), epoch.into()];
+    Ok(db.execute_raw(statement(db, sql, values)).await?.rows_affected() == 1)
+}
+
+/// Gives the lease up at once, so a follower takes over at its next poll
+/// rather than after the lease's expiry; the pushes' deadline stays for it.
+pub async fn release_lease(db: &DatabaseConnection, me: &str, epoch: i64, pushes_left: Duration) -> Result<(), StoreError> {
+    let sql = "UPDATE kc_lease SET holder = NULL, address = NULL, expires_ms = 0, pushes_until_ms = {now} + ? \
+               WHERE id = 1 AND holder = ? AND epoch = ?";
+    db.execute_raw(statement(db, sql, vec![(pushes_left.as_millis() as i64).into(), me.into(), epoch.into()])).await?;
+    Ok(())
+}
+
+/// The first statement of every decision's transaction: locks the lease row
+/// and checks that `me` still holds it with `epoch`, unexpired. Anything else
+/// is [`StoreError::Fenced`] and the transaction writes nothing. (SQLite has no
+/// row locks: its transaction read the row first, so a holder that changed
+/// since makes its first write fail.)
+pub async fn fence(txn: &DatabaseTransaction, me: &str, epoch: i64) -> Result<(), StoreError> {
+    let lock = if txn.get_database_backend() == DbBackend::Sqlite { "" } else { " FOR UPDATE" };
+    let sql = format!("SELECT holder, epoch, expires_ms > {{now}} FROM kc_lease WHERE id = 1{lock}");
+    let row = txn.query_one_raw(statement(txn, &sql, vec![])).await?;
+    let (holder, held, live) = match row {
+        Some(row) => (row.try_get_by_index::<Option<String>>(0)?, row.try_get_by_index::<i64>(1)?, row.try_get_by_index::<i64>(2)? != 0),
+        None => (None, 0, false),
+    };
+    if holder.as_deref() == Some(me) && held == epoch && live {
+        return Ok(());
+    }
+    Err(StoreError::Fenced(match holder {
+        Some(holder) if live => format!("the lease belongs to {holder} with epoch {held}, not to this replica with epoch {epoch}"),
+        _ => format!("the lease of epoch {epoch} expired"),
+    }))
+}
+
+/// Marks a written decision, so followers load it.
+pub async fn next_generation(txn: &DatabaseTransaction) -> Result<(), StoreError> {
+    txn.execute_raw(statement(txn, "UPDATE kc_lease SET generation = generation + 1 WHERE id = 1", vec![])).await?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
-//! The supervisor's own recent knowledge of its health, for readiness. The
-//! ClusterActor writes it as decisions commit or fail; `/lb/ready` reads it
-//! lock-free and answers at once, whatever the database does.
+//! The supervisor's own recent knowledge of its health and role, for readiness
+//! and for forwarding operator actions to the leader. The ClusterActor writes
+//! it as decisions commit or fail and as the lease changes hands; the front
+//! reads it lock-free and answers at once, whatever the database does.
 
 use arc_swap::ArcSwap;
 use std::sync::Arc;
@@ -14,6 +15,13 @@ pub struct Vitals {
     pub last_contact: Option<Instant>,
     /// Why the last decision failed, until one commits again.
     pub failing: Option<String>,
+    /// This replica holds the leader lease: it decides and applies operator
+    /// actions itself.
+    pub leading: bool,
+    /// Where the leader's `/lb/` API is reached, while another replica leads.
+    pub leader_address: Option<String>,
+    /// Why the leader lease could not be read or renewed, until it can again.
+    pub lease_error: Option<String>,
 }
 
 impl Vitals {
@@ -23,6 +31,9 @@ impl Vitals {
         let mut reasons = Vec::new();
         if let Some(error) = &self.failing {
             reasons.push(format!("decisions are failing: {error}"));
+        }
+        if let Some(error) = &self.lease_error {
+            reasons.push(format!("the leader lease cannot be read: {error}"));
         }
         match self.last_contact {
             None => reasons.push("no contact with the database yet".to_owned()),
@@ -73,6 +84,9 @@ mod tests {
         v.failing = None;
         v.waiting_for = vec!["node".into(), "monitor".into()];
         assert_eq!(v.unready(now, stale), vec!["waiting for the nodes to create node, monitor"]);
+        v.waiting_for.clear();
+        v.lease_error = Some("no answer from the database within 1s".into());
+        assert_eq!(v.unready(now, stale), vec!["the leader lease cannot be read: no answer from the database within 1s"]);
     }
 
     #[test]

@@ -136,10 +136,27 @@ pub fn render_nodes(v: &Value) -> String {
 pub fn render_status(v: &Value) -> String {
     let mut out = String::new();
     let s = &v["supervisor"];
+    let ha = &v["replica"];
+    let leads = ha["role"] == "leader";
+    let _ = match (leads, ha["leader_id"].as_str()) {
+        (true, _) => writeln!(out, "replica {}: leader, epoch {}, lease until {}", text(&ha["replica_id"]), text(&ha["epoch"]), text(&ha["lease_expires_at"])),
+        (false, Some(leader)) => writeln!(
+            out,
+            "replica {}: follower; leader {leader} at {}, epoch {}",
+            text(&ha["replica_id"]),
+            text(&ha["leader_address"]),
+            text(&ha["epoch"])
+        ),
+        (false, None) => writeln!(out, "replica {}: follower; NO LEADER (a replica takes the lease within its time to live)", text(&ha["replica_id"])),
+    };
     let _ = writeln!(
         out,
         "supervision {}, database {}, {} of {} nodes ready, {} monitors ({}% of ready capacity), routing generation {}",
-        if s["started"] == true { "running" } else { "waiting for first verdicts" },
+        match (leads, s["started"] == true) {
+            (false, _) => "by the leader",
+            (true, true) => "running",
+            (true, false) => "waiting for first verdicts",
+        },
         if v["database"] == true { "reachable" } else { "UNREACHABLE" },
         text(&v["routing"]["ready_nodes"]),
         text(&v["routing"]["total_nodes"]),

@@ -47,8 +47,10 @@ macro_rules! on_both_backends {
     };
 }
 
-/// Runs a future on an actix system with real time.
+/// Runs a future on an actix system with real time; `RUST_LOG` shows the
+/// in-process supervisors' logs.
 pub fn run<F: Future<Output = ()>>(fut: F) {
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
     actix_rt::System::new().block_on(fut);
 }
 
@@ -651,13 +653,17 @@ pub fn sim_pace(speed: f64) -> Vec<(&'static str, String)> {
 }
 
 /// Settings for a kuma-cluster process over sim nodes at `speed`: their pace,
-/// probes every 200 ms, a one-second hold-down.
+/// probes every 200 ms, a one-second hold-down, a two-second lease.
 pub fn fast_supervision(speed: f64) -> Vec<(&'static str, String)> {
     let mut settings = sim_pace(speed);
     settings.extend([
         ("KUMA_CLUSTER__HEALTH__INTERVAL", "200ms".to_owned()),
         ("KUMA_CLUSTER__HEALTH__DOWN_INTERVAL", "200ms".to_owned()),
         ("KUMA_CLUSTER__CLUSTER__HOLD_DOWN", "1s".to_owned()),
+        // a restarted process is a new replica: it waits for its predecessor's lease
+        ("KUMA_CLUSTER__HA__LEASE_TTL", "2s".to_owned()),
+        ("KUMA_CLUSTER__HA__RENEW_INTERVAL", "500ms".to_owned()),
+        ("KUMA_CLUSTER__HA__POLL_INTERVAL", "200ms".to_owned()),
     ]);
     settings
 }

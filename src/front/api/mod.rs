@@ -7,10 +7,13 @@
 //!   ClusterActor, each one transaction.
 //! - [`nodes`]: node admin (create, update, delete), commands as well.
 //!
+//! - [`forward`]: actions sent to a replica that does not lead go to the leader.
+//!
 //! Nothing here writes: every change is a command the ClusterActor decides.
 
 pub mod actions;
 pub mod auth;
+pub mod forward;
 pub mod nodes;
 pub mod status;
 
@@ -22,6 +25,7 @@ use crate::supervisor::publisher::RoutingReader;
 use crate::supervisor::vitals::VitalSigns;
 use actix::Addr;
 use actix_web::http::{header, StatusCode};
+use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse, ResponseError};
 use auth::Access;
 use serde::de::DeserializeOwned;
@@ -175,7 +179,10 @@ pub fn configure(ops: Ops) -> impl FnOnce(&mut web::ServiceConfig) {
             web::resource(path).route(handler).default_service(web::to(|req| method_not_allowed(req, "GET")))
         };
         let post = |path: &str, handler| {
-            web::resource(path).route(handler).default_service(web::to(|req| method_not_allowed(req, "POST")))
+            web::resource(path)
+                .route(handler)
+                .default_service(web::to(|req| method_not_allowed(req, "POST")))
+                .wrap(from_fn(forward::to_leader))
         };
         cfg.service(get("/metrics", web::get().to(status::metrics)))
             .service(get("/lb/ready", web::get().to(status::ready)))
@@ -192,14 +199,16 @@ pub fn configure(ops: Ops) -> impl FnOnce(&mut web::ServiceConfig) {
                 web::resource("/lb/nodes")
                     .route(web::get().to(status::list_nodes))
                     .route(web::post().to(nodes::create_node))
-                    .default_service(web::to(|req| method_not_allowed(req, "GET, POST"))),
+                    .default_service(web::to(|req| method_not_allowed(req, "GET, POST")))
+                    .wrap(from_fn(forward::to_leader)),
             )
             .service(
                 web::resource("/lb/nodes/{id}")
                     .route(web::get().to(status::get_node))
                     .route(web::put().to(nodes::update_node))
                     .route(web::delete().to(nodes::delete_node))
-                    .default_service(web::to(|req| method_not_allowed(req, "GET, PUT, DELETE"))),
+                    .default_service(web::to(|req| method_not_allowed(req, "GET, PUT, DELETE")))
+                    .wrap(from_fn(forward::to_leader)),
             )
             .service(post("/lb/nodes/{id}/drain", web::post().to(actions::drain)))
             .service(post("/lb/nodes/{id}/maintenance", web::post().to(actions::maintenance)))

@@ -290,6 +290,7 @@ pub(crate) async fn system_status(_: Authorized, ops: web::Data<Ops>) -> Result<
     let cluster = ops.cluster.send(GetClusterState).await.map_err(|_| ApiError::Supervisor)?;
     let table = ops.routing.load();
     Ok(HttpResponse::Ok().json(json!({
+        "replica": &cluster.ha,
         "supervisor": cluster,
         "nodes": node_details(&ops).await?,
         "capacity": capacity_of(&table),

@@ -3,12 +3,19 @@
 //! [`reconcile::decide`], write the difference and commit, all in one transaction;
 //! then publish the routing snapshot and ask the affected nodes to reconcile.
 //! Decisions never overlap: a trigger during one makes exactly one more follow it.
+//!
+//! With several replicas on one database, only the one holding the leader
+//! lease decides, writes and pushes; each decision's transaction first checks
+//! the lease (`store::fence`). The others follow: they probe every node with
+//! their own NodeActors, so traffic leaves a dead node at once, and load the
+//! committed rows whenever the lease says a newer decision was written.
 
 use crate::config::{HealthSettings, Settings};
 use crate::core::health::{FlapDamper, Health};
 use crate::core::model::{NewEvent, NodeSpec};
 use crate::core::placement::Move;
 use crate::core::reconcile::{self, Command, Decision, DecisionSummary, Inputs, NodeInput, RebalanceReport, Refusal};
+use crate::core::lease::LeaseRow;
 use crate::core::routing::RoutingTable;
 use crate::metrics::Metrics;
 use crate::core::waves::Pace;
@@ -16,6 +23,7 @@ use crate::supervisor::actors::node::{
     ClockSeen, GetNodeState, Grace, NodeActor, NodeState, NodeTransition, ProbeNow, Reports, Retire, SetHost,
 };
 use crate::supervisor::clock::Clock;
+use crate::supervisor::leadership::{HaState, Leadership};
 use crate::supervisor::probe::Probe;
 use crate::supervisor::publisher::RoutingPublisher;
 use crate::supervisor::push::{PushError, ReconcilePush};
@@ -101,6 +109,13 @@ impl Message for HandoverDue {
 struct PushDue(String);
 
 impl Message for PushDue {
+    type Result = ();
+}
+
+/// Self-tick: renew the lease (the leader) or read it (a follower).
+struct LeaseTick;
+
+impl Message for LeaseTick {
     type Result = ();
 }
 
@@ -205,6 +220,8 @@ pub struct ClusterState {
     pub last_rebalance: Option<RebalanceStatus>,
     /// A rebalance command is running or queued.
     pub rebalancing: bool,
+    /// This replica's part in the leader lease.
+    pub ha: HaState,
 }
 
 /// What the ClusterActor needs from the outside world.
@@ -291,6 +308,13 @@ pub struct ClusterActor {
     unreadable_moves: usize,
     uncertain_commits: u64,
     vitals: VitalSigns,
+    leadership: Leadership,
+    /// The lease loop runs (it starts once kuma-cluster's tables exist).
+    leasing: bool,
+    /// A shutdown began: the lease is released and not taken again.
+    shutting_down: bool,
+    /// The next lease tick, replaced when one is scheduled sooner.
+    lease_timer: Option<SpawnHandle>,
 }
 
 /// What a decision's transaction produced: the decision, whether Kuma's setup is
@@ -315,6 +339,10 @@ impl ClusterActor {
             pushes: Pushes::default(),
             handovers: Handovers::default(),
             pace: settings.nodes.pace,
+            leadership: Leadership::new(settings.ha.replica_id.clone(), settings.ha.advertise.clone()),
+            leasing: false,
+            shutting_down: false,
+            lease_timer: None,
             settings,
             clock: deps.clock,
             probe: deps.probe,
@@ -376,6 +404,9 @@ impl ClusterActor {
     /// Asks `node` to reconcile a change that starts `starts` monitors there,
     /// one push at a time.
     fn push_to(&mut self, node: &str, starts: usize, ctx: &mut Context<Self>) {
+        if self.leadership.leading(Instant::now()).is_none() {
+            return;
+        }
         match self.pushes.request(node, starts, self.clock.now()) {
             Ask::Send => self.send_push(node, starts, ctx),
             Ask::Queued => {}
@@ -386,20 +417,42 @@ impl ClusterActor {
     }
 
     /// Sends a push the bookkeeping marked in flight. The node answers when its
-    /// reconcile is done: the timeout grows with the work.
+    /// reconcile is done: the timeout grows with the work. The lease is renewed
+    /// first, with the push's deadline in it: a replica that lost the lease
+    /// pushes nothing, and a successor waits for this push to end.
     fn send_push(&mut self, node: &str, starts: usize, ctx: &mut Context<Self>) {
         let Some(member) = self.members.get(node) else {
             self.pushes.forget(node);
             return;
         };
-        let Some(host) = member.host.clone() else {
+        let (Some(host), Some(epoch)) = (member.host.clone(), self.leadership.leading(Instant::now())) else {
             self.pushes.finished(node, Duration::ZERO, self.clock.now());
             return;
         };
         member.actor.do_send(Grace(true));
         let timeout = self.settings.nodes.reconcile_timeout + self.pace.reconcile_time(starts) * 2;
+        let sent = Instant::now();
+        self.leadership.push_sent(sent + timeout);
+        let (db, me, ha, pushes_left) =
+            (self.db.clone(), self.leadership.me().to_owned(), self.settings.ha.clone(), self.leadership.pushes_left(sent));
         let (node_id, push) = (node.to_owned(), self.pushes.last(node));
-        ctx.spawn(self.push.send(&host, timeout).into_actor(self).map(move |result, _, ctx| {
+        let request = self.push.send(&host, timeout);
+        let guarded = async move {
+            let renewal = actix_rt::time::timeout(ha.renew_interval, store::renew_lease(&db, &me, epoch, ha.lease_ttl, pushes_left))
+                .await
+                .unwrap_or(Err(StoreError::Timeout(ha.renew_interval)));
+            match renewal {
+                Ok(true) => (Some(true), request.await),
+                Ok(false) => (Some(false), Err(PushError::Lease("this replica no longer holds the lease".to_owned()))),
+                Err(error) => (None, Err(PushError::Lease(format!("the lease could not be renewed first: {error}")))),
+            }
+        };
+        ctx.spawn(guarded.into_actor(self).map(move |(renewed, result), act, ctx| {
+            match renewed {
+                Some(true) => act.leadership.renewed(sent, act.settings.ha.lease_ttl),
+                Some(false) => act.step_down("the lease expired or another replica took it", ctx),
+                None => {}
+            }
             ctx.notify(PushEnded { node_id, push, starts, result });
         }));
     }
@@ -409,6 +462,16 @@ impl ClusterActor {
     fn cron_work(&self, node: &str, starts: usize) -> Duration {
         let offset = self.members.get(node).map_or(0, |m| m.offset_ms);
         self.pace.until_cron(self.clock.wall_ms() + offset) + self.pace.reconcile_time(starts) + self.pace.margin
+    }
+
+    /// Why this replica decides nothing, if it does not hold the lease. Before
+    /// the lease is first looked at, requests wait instead.
+    fn not_leading(&self) -> Option<String> {
+        let unknown = !self.leadership.looked();
+        (!unknown && self.leadership.leading(Instant::now()).is_none()).then(|| match self.leadership.state(Instant::now()).leader_id {
+            Some(leader) => format!("this replica does not lead; {leader} does"),
+            None => "no replica leads yet".to_owned(),
+        })
     }
 
     /// Why nothing can be decided, if so: the nodes' tables are missing. While
@@ -446,6 +509,10 @@ impl ClusterActor {
                 Ok(missing) => {
                     act.migrated = true;
                     act.connect_attempts = 0;
+                    if !act.leasing {
+                        act.leasing = true;
+                        ctx.notify(LeaseTick);
+                    }
                     Ok(missing)
                 }
                 Err(error @ StoreError::Unreachable { .. }) => {
@@ -494,20 +561,38 @@ impl ClusterActor {
     }
 
     fn request(&mut self, ctx: &mut Context<Self>, waiter: Option<oneshot::Sender<Result<DecisionSummary, String>>>) {
-        if let Some(reason) = self.not_ready() {
+        // while shutting down, the queue answers that
+        let not_leading = || (!self.shutting_down).then(|| self.not_leading()).flatten();
+        if let Some(reason) = self.not_ready().or_else(not_leading) {
             if let Some(waiter) = waiter {
                 let _ = waiter.send(Err(reason));
             }
             return;
         }
-        if self.queue.trigger(waiter) && self.missing_tables.is_some() {
+        if self.queue.trigger(waiter) && self.may_decide() {
             self.start_decision(ctx);
         }
+    }
+
+    /// The nodes' tables and the lease have been looked at: a decision can
+    /// start, or be refused for a reason.
+    fn may_decide(&self) -> bool {
+        self.missing_tables.is_some() && self.leadership.looked()
     }
 
     /// Reads, decides and writes in one transaction, off the actor; its end
     /// comes back to [`ClusterActor::decided`].
     fn start_decision(&mut self, ctx: &mut Context<Self>) {
+        let Some(epoch) = self.leadership.leading(Instant::now()) else {
+            // the lease was lost while this decision waited: it ends unwritten
+            let reason = self.not_leading().unwrap_or_default();
+            self.queue.start();
+            if self.queue.finish(Outcome::Failed(reason), self.clock.now()) == Next::Start {
+                self.start_decision(ctx);
+            }
+            return;
+        };
+        let me = self.leadership.me().to_owned();
         let command = self.queue.start();
         let now = self.clock.now();
         let nodes: HashMap<String, NodeInput> =
@@ -527,6 +612,7 @@ impl ClusterActor {
             let begun = Instant::now();
             let setup_complete = setup_known || store::setup_complete(&db).await?;
             let txn = db.begin().await?;
+            store::fence(&txn, &me, epoch).await?;
             let rows = store::load(&txn).await?;
             let inputs = Inputs {
                 nodes: &nodes,
@@ -547,7 +633,8 @@ impl ClusterActor {
             let committed = !command.as_ref().is_some_and(Command::is_dry_run);
             if committed {
                 if !decision.changes.is_empty() {
-                    store::write(&txn, &decision.changes, chrono::Utc::now()).await?;
+                    store::write(&txn, &decision.changes, chrono::Utc::now(), epoch).await?;
+                    store::next_generation(&txn).await?;
                 }
                 under_way.set(Some(decision.changes.moves.clone()));
                 txn.commit().await?;
@@ -598,7 +685,7 @@ impl ClusterActor {
                 }
             }
             Ok(Err(refusal)) => Outcome::Refused(refusal),
-            Err(error) => Outcome::Failed(self.failed(error)),
+            Err(error) => Outcome::Failed(self.failed(error, ctx)),
         };
         let failed = matches!(outcome, Outcome::Failed(_));
         let next = self.queue.finish(outcome, self.clock.now());
@@ -760,26 +847,55 @@ impl ClusterActor {
         }
     }
 
-    fn failed(&mut self, error: StoreError) -> String {
+    fn failed(&mut self, error: StoreError, ctx: &mut Context<Self>) -> String {
+        let message = error.to_string();
+        if let StoreError::Fenced(reason) = &error {
+            self.leadership.fenced();
+            self.metrics.fenced();
+            tracing::warn!(reason = %reason, "decision fenced by the lease: nothing written");
+            self.step_down(reason, ctx);
+            return message;
+        }
         self.failed_decisions += 1;
         self.metrics.decided(Duration::ZERO, false);
-        let message = error.to_string();
         tracing::error!(error = %message, "decision failed and rolled back");
         self.last_error = Some(message.clone());
         self.vitals.update(|v| v.failing = Some(message.clone()));
-        let db = self.db.clone();
-        let event = NewEvent {
+        self.record(NewEvent {
             kind: "decision",
             node_id: None,
             outcome: "failed",
             detail: serde_json::json!({ "error": message }),
-        };
-        actix_rt::spawn(async move {
-            if let Err(e) = store::record_event(&db, &event, chrono::Utc::now()).await {
-                tracing::debug!(error = %e, "could not record the failed decision");
-            }
         });
         message
+    }
+
+    /// Records an event that rides in no decision, with this replica's epoch:
+    /// only while it leads.
+    fn record(&self, event: NewEvent) {
+        let Some(epoch) = self.leadership.leading(Instant::now()) else { return };
+        let db = self.db.clone();
+        actix_rt::spawn(async move {
+            if let Err(e) = store::record_event(&db, &event, chrono::Utc::now(), epoch).await {
+                tracing::debug!(kind = event.kind, error = %e, "could not record an event");
+            }
+        });
+    }
+
+    /// This replica stops acting as the leader: no decision, write or push
+    /// from now on; it follows and loads the committed rows at its next poll.
+    fn step_down(&mut self, reason: &str, ctx: &mut Context<Self>) {
+        if !self.leadership.lost() {
+            return;
+        }
+        self.next_lease_tick(ctx);
+        tracing::warn!(replica = %self.leadership.me(), reason, "this replica no longer leads; it follows");
+        self.metrics.leading(false);
+        self.vitals.update(|v| {
+            v.leading = false;
+            v.leader_address = None;
+            v.failing = None;
+        });
     }
 
     /// Traffic leaves a dead node at its transition, whatever the database
@@ -915,17 +1031,11 @@ impl ClusterActor {
             max_ejection_percent = self.settings.cluster.max_ejection_percent,
             "node times out, but too many nodes look dead at once: suspecting a shared cause, it stays in service"
         );
-        let db = self.db.clone();
-        let event = NewEvent {
+        self.record(NewEvent {
             kind: "ejection_held",
             node_id: Some(node.to_owned()),
             outcome: "held",
             detail: serde_json::json!({ "nodes": self.members.len(), "down": down }),
-        };
-        actix_rt::spawn(async move {
-            if let Err(e) = store::record_event(&db, &event, chrono::Utc::now()).await {
-                tracing::debug!(error = %e, "could not record the held verdict");
-            }
         });
     }
 }
@@ -1003,6 +1113,13 @@ impl Handler<PushEnded> for ClusterActor {
             }
             Err(error @ PushError::Unreachable(_)) => {
                 tracing::debug!(node_id = %msg.node_id, error = %error, "reconcile push found nothing listening");
+                Duration::ZERO
+            }
+            // not sent: while this replica still leads, it asks again shortly
+            Err(error @ PushError::Lease(_)) => {
+                tracing::warn!(node_id = %msg.node_id, error = %error, "reconcile push not sent");
+                let (node, starts) = (msg.node_id.clone(), msg.starts);
+                ctx.run_later(self.settings.ha.renew_interval, move |act, ctx| act.push_to(&node, starts, ctx));
                 Duration::ZERO
             }
             Err(error) => {
@@ -1092,6 +1209,210 @@ impl Handler<Reported> for ClusterActor {
     }
 }
 
+impl ClusterActor {
+    /// The leader renews its lease; a renewal that fails for longer than the
+    /// tenure lasts ends its leadership.
+    fn renew(&mut self, epoch: i64, ctx: &mut Context<Self>) {
+        let (db, me, ha) = (self.db.clone(), self.leadership.me().to_owned(), self.settings.ha.clone());
+        let sent = Instant::now();
+        let pushes_left = self.leadership.pushes_left(sent);
+        let renew = async move {
+            actix_rt::time::timeout(ha.renew_interval, store::renew_lease(&db, &me, epoch, ha.lease_ttl, pushes_left))
+                .await
+                .unwrap_or(Err(StoreError::Timeout(ha.renew_interval)))
+        };
+        ctx.spawn(renew.into_actor(self).map(move |result, act, ctx| {
+            let ttl = act.settings.ha.lease_ttl;
+            match result {
+                Ok(true) => {
+                    act.leadership.renewed(sent, ttl);
+                    act.leadership.expires(ttl);
+                    act.vitals.update(|v| {
+                        v.last_contact = Some(Instant::now());
+                        v.lease_error = None;
+                    });
+                }
+                Ok(false) => act.step_down("the lease expired or another replica took it", ctx),
+                Err(error) => {
+                    act.vitals.update(|v| v.lease_error = Some(error.to_string()));
+                    if act.leadership.leading(Instant::now()).is_none() {
+                        act.step_down(&format!("the lease could not be renewed in time: {error}"), ctx);
+                    } else {
+                        tracing::warn!(error = %error, "could not renew the lease; retrying");
+                    }
+                }
+            }
+            act.next_lease_tick(ctx);
+        }));
+    }
+
+    /// A follower reads the lease: it takes it when free or expired, and
+    /// otherwise loads the committed rows when a newer decision was written.
+    fn poll_lease(&mut self, ctx: &mut Context<Self>) {
+        let (db, me, address, ttl) =
+            (self.db.clone(), self.leadership.me().to_owned(), self.leadership.address().map(str::to_owned), self.settings.ha.lease_ttl);
+        let limit = self.settings.ha.poll_interval.max(Duration::from_secs(1));
+        let look = async move {
+            let row = store::read_lease(&db).await?;
+            if !row.is_free() {
+                return Ok((row, None));
+            }
+            let sent = Instant::now();
+            match store::acquire_lease(&db, &me, address.as_deref(), ttl).await? {
+                Some(epoch) => Ok((row, Some((epoch, sent)))),
+                // another replica was quicker: who, it says
+                None => Ok::<_, StoreError>((store::read_lease(&db).await?, None)),
+            }
+        };
+        let bounded = async move { actix_rt::time::timeout(limit, look).await.unwrap_or(Err(StoreError::Timeout(limit))) };
+        ctx.spawn(bounded.into_actor(self).map(|result, act, ctx| {
+            match result {
+                Ok((_, Some((epoch, _)))) if act.shutting_down => {
+                    actix_rt::spawn(act.release(epoch, Duration::ZERO));
+                }
+                Ok((row, Some((epoch, sent)))) => act.lead(epoch, sent, row, ctx),
+                Ok((row, None)) => {
+                    let first = !act.leadership.looked();
+                    let address = row.leader().and(row.address.clone());
+                    act.vitals.update(|v| {
+                        v.last_contact = Some(Instant::now());
+                        v.leader_address = address;
+                        v.lease_error = None;
+                    });
+                    let version = row.version();
+                    if act.leadership.seen(row) {
+                        act.reload(version, ctx);
+                    }
+                    // requests that waited for the first look are told who leads
+                    if first && act.may_decide() && act.queue.trigger(None) {
+                        act.start_decision(ctx);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "could not read the leader lease");
+                    act.vitals.update(|v| v.lease_error = Some(error.to_string()));
+                }
+            }
+            act.next_lease_tick(ctx);
+        }));
+    }
+
+    /// Gives the lease of `epoch` up, bounded in time: one not released
+    /// expires by itself.
+    fn release(&self, epoch: i64, pushes_left: Duration) -> impl std::future::Future<Output = ()> + 'static {
+        let (db, me, limit) = (self.db.clone(), self.leadership.me().to_owned(), self.settings.ha.renew_interval);
+        async move {
+            match actix_rt::time::timeout(limit, store::release_lease(&db, &me, epoch, pushes_left)).await {
+                Ok(Ok(())) => tracing::info!(replica = %me, epoch, "lease released"),
+                Ok(Err(error)) => tracing::warn!(error = %error, "could not release the lease; it expires by itself"),
+                Err(_) => tracing::warn!("the lease release got no answer; it expires by itself"),
+            }
+        }
+    }
+
+    /// Schedules the next lease tick: the leader's renewal or the follower's
+    /// poll, whichever this replica is now; one timer at a time.
+    fn next_lease_tick(&mut self, ctx: &mut Context<Self>) {
+        let ha = &self.settings.ha;
+        let wait = if self.leadership.holds_tenure().is_some() { ha.renew_interval } else { ha.poll_interval };
+        if let Some(earlier) = self.lease_timer.replace(ctx.notify_later(LeaseTick, wait)) {
+            ctx.cancel_future(earlier);
+        }
+    }
+
+    /// This replica won the lease with `epoch`. It acts on its own NodeActors'
+    /// verdicts only (the first decision waits for every node's, as at
+    /// start-up), and pushes no node before the former leader's pushes may
+    /// have ended.
+    fn lead(&mut self, epoch: i64, sent: Instant, before: LeaseRow, ctx: &mut Context<Self>) {
+        let ttl = self.settings.ha.lease_ttl;
+        let wait = before.pushes_left();
+        let held = LeaseRow {
+            holder: Some(self.leadership.me().to_owned()),
+            address: self.leadership.address().map(str::to_owned),
+            epoch,
+            expires_ms: before.now_ms + ttl.as_millis() as i64,
+            ..before
+        };
+        self.leadership.won(epoch, sent, ttl, Some(held));
+        tracing::info!(replica = %self.leadership.me(), epoch, former_pushes_ms = wait.as_millis() as u64, "this replica leads now");
+        self.metrics.leading(true);
+        let address = self.leadership.address().map(str::to_owned);
+        self.vitals.update(|v| {
+            v.leading = true;
+            v.leader_address = address;
+            v.last_contact = Some(Instant::now());
+            v.lease_error = None;
+        });
+        let now = self.clock.now();
+        self.pushes = Pushes::default();
+        self.handovers = Handovers::default();
+        if !wait.is_zero() {
+            let nodes: Vec<String> = self.members.keys().cloned().collect();
+            for node in nodes {
+                self.pushes.leave_to_cron(&node, wait, now);
+                ctx.notify_later(PushDue(node), wait);
+            }
+        }
+        self.request(ctx, None);
+    }
+
+    /// A follower loads the rows the leader committed (lease `version`) and
+    /// serves them with its own view of node health.
+    fn reload(&mut self, version: (i64, i64), ctx: &mut Context<Self>) {
+        if self.not_ready().is_some() || self.missing_tables.is_none() {
+            return;
+        }
+        let now = self.clock.now();
+        let nodes: HashMap<String, NodeInput> = self.members.iter().map(|(id, m)| (id.clone(), self.input(id, m, now))).collect();
+        let (db, settings, static_nodes, known) =
+            (self.db.clone(), self.settings.clone(), self.static_nodes.clone(), self.setup_complete);
+        let load = async move {
+            let setup_complete = known || store::setup_complete(&db).await?;
+            let txn = db.begin().await?;
+            let rows = store::load(&txn).await?;
+            let inputs = Inputs {
+                nodes: &nodes,
+                static_nodes: &static_nodes,
+                limit: settings.placement.limit_per_node,
+                started: false,
+                setup_complete,
+                command: None,
+                place_unassigned: settings.placement.place_unassigned,
+                reported_unusable: &[],
+            };
+            Ok::<_, StoreError>((reconcile::committed(&rows, &inputs), setup_complete))
+        };
+        ctx.spawn(load.into_actor(self).map(move |result, act, ctx| match result {
+            // a replica that took the lease meanwhile decides for itself
+            Ok(_) if act.leadership.holds_tenure().is_some() => {}
+            Ok((committed, setup_complete)) => {
+                act.setup_complete = setup_complete;
+                act.sync_members(&committed.members, ctx);
+                act.committed_table = committed.table;
+                act.publish_with_current_health();
+                act.leadership.loaded(version);
+                tracing::debug!(epoch = version.0, generation = version.1, "loaded the leader's committed decisions");
+            }
+            Err(error) => tracing::warn!(error = %error, "could not load the leader's decisions; retrying at the next poll"),
+        }));
+    }
+}
+
+impl Handler<LeaseTick> for ClusterActor {
+    type Result = ();
+
+    fn handle(&mut self, _: LeaseTick, ctx: &mut Self::Context) {
+        if self.shutting_down {
+            return;
+        }
+        match self.leadership.holds_tenure() {
+            Some(epoch) => self.renew(epoch, ctx),
+            None => self.poll_lease(ctx),
+        }
+    }
+}
+
 impl Handler<CheckSchema> for ClusterActor {
     type Result = ();
 
@@ -1161,6 +1482,7 @@ impl Handler<GetClusterState> for ClusterActor {
             retry_in_ms: self.queue.retry_in(now).map(|d| d.as_millis() as u64),
             last_rebalance: self.last_rebalance.clone(),
             rebalancing: self.queue.rebalancing(),
+            ha: self.leadership.state(Instant::now()),
         })
     }
 }
@@ -1170,9 +1492,10 @@ impl Handler<Apply> for ClusterActor {
 
     fn handle(&mut self, Apply(command): Apply, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        if let Some(reason) = self.not_ready() {
+        let not_leading = || (!self.shutting_down).then(|| self.not_leading()).flatten();
+        if let Some(reason) = self.not_ready().or_else(not_leading) {
             let _ = tx.send(Err(ApplyError::Failed(reason)));
-        } else if self.queue.command(command, tx) && self.missing_tables.is_some() {
+        } else if self.queue.command(command, tx) && self.may_decide() {
             self.start_decision(ctx);
         }
         Box::pin(async move { rx.await.unwrap_or_else(|_| Err(ApplyError::Failed("supervisor stopped".to_owned()))) })
@@ -1205,14 +1528,33 @@ impl Handler<GetNodeDetails> for ClusterActor {
 impl Handler<Shutdown> for ClusterActor {
     type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
+    /// Ends the decision in flight, then gives the lease up at once, so a
+    /// follower takes over at its next poll instead of after the lease's expiry.
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) -> Self::Result {
         for member in self.members.values() {
             member.actor.do_send(Retire);
         }
         let (tx, rx) = oneshot::channel();
         self.queue.shutdown(tx);
-        Box::pin(async move {
+        let (done_tx, done_rx) = oneshot::channel();
+        let ended = async move {
             let _ = rx.await;
+        };
+        self.shutting_down = true;
+        ctx.spawn(ended.into_actor(self).map(|(), act, ctx| {
+            let epoch = act.leadership.holds_tenure();
+            let pushes_left = act.leadership.pushes_left(Instant::now());
+            act.step_down("shutting down", ctx);
+            let release = epoch.map(|epoch| act.release(epoch, pushes_left));
+            actix_rt::spawn(async move {
+                if let Some(release) = release {
+                    release.await;
+                }
+                let _ = done_tx.send(());
+            });
+        }));
+        Box::pin(async move {
+            let _ = done_rx.await;
         })
     }
 }
