@@ -11,7 +11,7 @@ use kuma_cluster::front::api::auth::Access;
 use kuma_cluster::front::api::Ops;
 use kuma_cluster::core::health::Health::{Down, Unknown, Up};
 use kuma_cluster::front::proxy::Front;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::sync::Arc;
 
 const TOKEN: &str = "first-token-0123456789";
@@ -663,5 +663,34 @@ fn the_openapi_document_is_served_and_covers_the_api() {
         for code in ["200", "400", "401", "404", "409"] {
             assert!(delete.get(code).is_some(), "DELETE /lb/nodes/{{id}} does not document {code}");
         }
+    });
+}
+
+#[test]
+fn a_monitor_write_reported_by_a_follower_has_the_served_node_and_the_monitors_node_reconcile() {
+    common::run(async {
+        let s = stack(TestDb::sqlite().await, &[]).await;
+        let fakes: Vec<common::FakeNode> = (0..2).map(|_| common::FakeNode::start()).collect();
+        for (i, fake) in fakes.iter().enumerate() {
+            s.t.exec(&format!("UPDATE node SET host = '{}' WHERE node_id = 'node{}'", fake.host, i + 1)).await;
+        }
+        s.sup.reconcile().await;
+        let before: Vec<usize> = fakes.iter().map(|f| f.reconcile_calls().len()).collect();
+        // monitor 15 runs on node2; node1 answered a write of it through a follower
+        let (status, body) = s.post("/lb/monitor-written", Some(json!({ "served": "node1", "monitor": 15, "home": null })), Some(TOKEN)).await;
+        assert_eq!((status, body["success"].as_bool()), (StatusCode::OK, Some(true)), "{body}");
+        common::eventually(std::time::Duration::from_secs(20), "node1 and node2 are asked to reconcile", || async {
+            fakes.iter().zip(&before).all(|(f, b)| f.reconcile_calls().len() > *b)
+        })
+        .await;
+        for (bad, expected) in [
+            (json!({ "served": "node9", "monitor": 15, "home": null }), StatusCode::NOT_FOUND),
+            (json!({ "served": "node1", "monitor": 15, "home": "node9" }), StatusCode::NOT_FOUND),
+            (json!({ "served": "node1", "monitor": "x" }), StatusCode::BAD_REQUEST),
+            (json!({ "served": "node1", "extra": 1 }), StatusCode::BAD_REQUEST),
+        ] {
+            assert_eq!(s.post("/lb/monitor-written", Some(bad.clone()), Some(TOKEN)).await.0, expected, "{bad}");
+        }
+        assert_eq!(s.post("/lb/monitor-written", Some(json!({ "served": "node1" })), None).await.0, StatusCode::UNAUTHORIZED);
     });
 }

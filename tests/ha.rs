@@ -117,7 +117,55 @@ async fn a_decision_after_the_lease_was_taken_writes_nothing_and_its_replica_ste
     t.drop_db().await;
 }
 
+/// A stand-in leader that records the monitor-write reports it is sent.
+fn capturing_leader() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, serde_json::Value)>>>) {
+    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, serde_json::Value)>>> = Default::default();
+    let kept = seen.clone();
+    let server = HttpServer::new(move || {
+        let kept = kept.clone();
+        App::new().route(
+            "/lb/monitor-written",
+            web::post().to(move |req: HttpRequest, body: web::Json<serde_json::Value>| {
+                let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                kept.lock().unwrap().push((auth, body.into_inner()));
+                async { HttpResponse::Ok().json(serde_json::json!({ "success": true })) }
+            }),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let address = format!("127.0.0.1:{}", server.addrs()[0].port());
+    actix_rt::spawn(server.run());
+    (address, seen)
+}
+
+async fn a_follower_tells_the_leader_of_a_monitor_write_through_its_front_door(t: TestDb) {
+    t.migrate().await;
+    t.add_node("node1", "127.0.0.1:9").await;
+    t.add_monitors("node1", 5).await;
+    let (leader, seen) = capturing_leader();
+    // another replica holds the lease for an hour
+    t.exec(&format!("UPDATE kc_lease SET holder = 'leader-x', epoch = 7, address = '{leader}', expires_ms = 99999999999999")).await;
+    let token = "follower-token-0123456789";
+    let mut settings = FAST_LEASE.to_vec();
+    settings.push(("KUMA_CLUSTER__API__TOKENS", token));
+    let follower = Supervisor::start(&t, Rc::new(SilentProbe), &settings);
+    eventually(WAIT, "the follower knows the leader", || async { follower.state().await.ha.leader_id.as_deref() == Some("leader-x") }).await;
+    let written = kuma_cluster::supervisor::reports::FrontReport::MonitorWritten { served: "node1".into(), monitor: Some(3), home: None };
+    follower.reports.send(written).await.unwrap();
+    eventually(WAIT, "the leader is told", || async { !seen.lock().unwrap().is_empty() }).await;
+    let (auth, body) = seen.lock().unwrap()[0].clone();
+    assert_eq!(auth, Some(format!("Bearer {token}")));
+    assert_eq!(body, serde_json::json!({ "served": "node1", "monitor": 3, "home": null }));
+    follower.addr.send(Shutdown).await.unwrap();
+    t.drop_db().await;
+}
+
 on_both_backends!(
+    a_follower_tells_the_leader_of_a_monitor_write_through_its_front_door,
     two_supervisors_elect_one_leader_and_the_follower_routes_by_its_commits,
     a_decision_after_the_lease_was_taken_writes_nothing_and_its_replica_steps_down,
 );

@@ -422,6 +422,8 @@ fn real_nodes_fail_over_and_back_with_every_monitor_checked_by_exactly_one_proce
     eprintln!("revert of {} monitors to node2 took {:?} after its restart", moved.len(), back.elapsed());
     std::thread::sleep(INTERVAL * 2);
     let checks = target.checks();
+    let old_owners_last = checks.iter().filter(|c| c.at >= back && moved.contains(&c.monitor) && c.pid != node2 && c.pid != UNKNOWN).map(|c| c.at).max();
+    eprintln!("the old owners' last check of a returning monitor: {:?} after node2's restart", old_owners_last.map(|at| at.duration_since(back)));
     assert_eq!(doubles(&checks, back, Instant::now()), BTreeSet::new(), "no monitor checked twice during the revert");
     let last = last_checker(&checks, Instant::now() - LOOKBACK);
     let node_pids = pids(&nodes);

@@ -10,6 +10,9 @@
 //!   writes nothing: the ledger's epochs never interleave;
 //! - the leader is stopped with SIGTERM: the follower leads about one poll later;
 //! - no client request is answered with a 5xx meanwhile.
+//!
+//! And two replicas on one SQLite file (the embedded default): one leads at a
+//! time, no decision fails on the file's lock, SIGTERM hands the lead over.
 
 mod common;
 
@@ -93,6 +96,47 @@ async fn ledger_epochs(t: &TestDb) -> Vec<i64> {
         .into_iter()
         .map(|r| r[0].as_deref().expect("every row names its epoch").parse().unwrap())
         .collect()
+}
+
+mod sqlite {
+    #[test]
+    fn two_replicas_on_one_sqlite_file_lead_one_at_a_time_and_hand_over_on_sigterm() {
+        super::two_replicas_on_sqlite();
+    }
+}
+
+/// The embedded default with a second replica on the same file: it works, one
+/// leader at a time, without failed decisions from the file's lock.
+fn two_replicas_on_sqlite() {
+    common::run(async {
+        let t = TestDb::sqlite().await;
+        t.migrate().await;
+        t.add_monitors("sim1", 20).await;
+        t.add_monitors("sim2", 20).await;
+        let active: BTreeSet<u32> = t.monitors().await.into_iter().map(|m| m.0 as u32).collect();
+        let ports: Vec<u16> = (0..2).map(|_| common::free_port()).collect();
+        let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let all: Vec<&str> = hosts.iter().map(String::as_str).collect();
+        let _sims: Vec<Process> = (0..2).map(|i| sim_process(&format!("sim{}", i + 1), ports[i], &t.url, AUTH, SPEED)).collect();
+        let fast = common::fast_supervision(SPEED);
+        let settings: Vec<(&str, &str)> = fast.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let listens: Vec<String> = (0..2).map(|_| format!("127.0.0.1:{}", common::free_port())).collect();
+        let replicas: Vec<Process> = listens.iter().map(|l| common::serve_process(&t.url, l, TOKEN, AUTH, &settings)).collect();
+        poll_until(LIMIT, || listens.iter().all(|l| ready(l))).expect("both replicas are ready");
+        poll_until(LIMIT, || run_exactly_once(&all, &active)).expect("each monitor runs once");
+        let leaders: Vec<usize> = (0..2).filter(|&i| leads(&listens[i])).collect();
+        assert_eq!(leaders.len(), 1, "exactly one replica leads");
+        let (leader, follower) = (leaders[0], 1 - leaders[0]);
+        let status = common::http_json(&listens[leader], "GET", "/lb/system-status", Some(TOKEN)).unwrap();
+        assert_eq!(status["supervisor"]["failed_decisions"], 0, "no decision failed on the file's lock");
+        signal(&replicas[leader], "TERM");
+        let term = Instant::now();
+        poll_until(LIMIT, || leads(&listens[follower])).expect("the follower leads after SIGTERM");
+        assert!(term.elapsed() <= Duration::from_secs(1) + SLACK, "handover took {:?}", term.elapsed());
+        poll_until(LIMIT, || run_exactly_once(&all, &active)).expect("each monitor still runs once");
+        drop(replicas);
+        t.drop_db().await;
+    });
 }
 
 mod mariadb {

@@ -27,7 +27,7 @@ impl utoipa::Modify for BearerAuth {
         status::rebalancing_status, status::list_nodes, status::get_node, status::metrics,
         nodes::create_node, nodes::update_node, nodes::delete_node,
         actions::drain, actions::maintenance, actions::undrain, actions::move_monitors, actions::rebalance,
-        actions::trigger_rebalancing, actions::force_rebalance_all, actions::update_loads,
+        actions::trigger_rebalancing, actions::force_rebalance_all, actions::update_loads, actions::monitor_written,
         open::ping, open::lb_ping, open::fixed_node, open::set_fixed_node,
         open::clear_fixed_node, open::fixed_node_status, open::available_nodes,
     ),

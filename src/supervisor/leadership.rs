@@ -7,6 +7,15 @@ use crate::core::lease::{LeaseRow, Tenure};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
+/// The base URL of a replica from its advertised address: `host:port` or a URL.
+pub fn base_url(address: &str) -> String {
+    if address.starts_with("http://") || address.starts_with("https://") {
+        address.trim_end_matches('/').to_owned()
+    } else {
+        format!("http://{address}")
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -176,6 +185,13 @@ mod tests {
             pushes_until_ms: 0,
             now_ms: 10_000,
         }
+    }
+
+    #[test]
+    fn a_replicas_address_may_be_host_and_port_or_a_url() {
+        assert_eq!(base_url("10.0.0.5:8080"), "http://10.0.0.5:8080");
+        assert_eq!(base_url("http://kc-1.kc:8080/"), "http://kc-1.kc:8080");
+        assert_eq!(base_url("https://kc.example"), "https://kc.example");
     }
 
     #[test]

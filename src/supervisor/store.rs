@@ -790,11 +790,17 @@ pub async fn release_lease(db: &DatabaseConnection, me: &str, epoch: i64, pushes
 
 /// The first statement of every decision's transaction: locks the lease row
 /// and checks that `me` still holds it with `epoch`, unexpired. Anything else
-/// is [`StoreError::Fenced`] and the transaction writes nothing. (SQLite has no
-/// row locks: its transaction read the row first, so a holder that changed
-/// since makes its first write fail.)
+/// is [`StoreError::Fenced`] and the transaction writes nothing. SQLite has no
+/// row locks: a write that changes nothing takes the database's write lock
+/// first, so no renewal or takeover can commit until this transaction ends
+/// (and a later write of this transaction never has to wait for one).
 pub async fn fence(txn: &DatabaseTransaction, me: &str, epoch: i64) -> Result<(), StoreError> {
-    let lock = if txn.get_database_backend() == DbBackend::Sqlite { "" } else { " FOR UPDATE" };
+    let lock = if txn.get_database_backend() == DbBackend::Sqlite {
+        txn.execute_raw(statement(txn, "UPDATE kc_lease SET epoch = epoch WHERE id = 1", vec![])).await?;
+        ""
+    } else {
+        " FOR UPDATE"
+    };
     let sql = format!("SELECT holder, epoch, expires_ms > {{now}} FROM kc_lease WHERE id = 1{lock}");
     let row = txn.query_one_raw(statement(txn, &sql, vec![])).await?;
     let (holder, held, live) = match row {

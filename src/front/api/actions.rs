@@ -5,9 +5,10 @@ use super::status::capacity_of;
 use super::{apply, json_body, ApiError, Ops};
 use crate::core::model::AdminState;
 use crate::core::placement::MonitorId;
-use crate::core::reconcile::Command;
+use crate::core::reconcile::{Command, Refusal};
 use crate::front::api::auth::Authorized;
-use crate::supervisor::actors::cluster::Reconcile;
+use crate::supervisor::actors::cluster::{Reconcile, Reported};
+use crate::supervisor::reports::FrontReport;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
@@ -131,4 +132,31 @@ pub(crate) async fn force_rebalance_all(_: Authorized, ops: web::Data<Ops>, body
 pub(crate) async fn update_loads(_: Authorized, ops: web::Data<Ops>) -> Result<HttpResponse, ApiError> {
     let summary = ops.cluster.send(Reconcile).await.map_err(|_| ApiError::Supervisor)?.map_err(|_| ApiError::Supervisor)?;
     Ok(HttpResponse::Ok().json(json!({ "success": true, "summary": summary, "capacity": capacity_of(&ops.routing.load()) })))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MonitorWritten {
+    /// The node that answered the write.
+    served: String,
+    monitor: Option<MonitorId>,
+    /// The home the node gave a monitor it created.
+    home: Option<String>,
+}
+
+/// A replica that does not lead saw a node answer a monitor write (REST
+/// create, update, pause, resume, delete) through its front door: the leader
+/// has that node and the monitor's node reconcile, as for a write through its own.
+#[utoipa::path(post, path = "/lb/monitor-written", tag = "actions", request_body = MonitorWritten, security(("bearer" = [])), responses(ChangeAnswers))]
+pub(crate) async fn monitor_written(_: Authorized, ops: web::Data<Ops>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let written: MonitorWritten = json_body(&body)?;
+    let table = ops.routing.load();
+    for node in std::iter::once(&written.served).chain(&written.home) {
+        if table.node(node).is_none() {
+            return Err(Refusal::UnknownNode(node.clone()).into());
+        }
+    }
+    let report = FrontReport::MonitorWritten { served: written.served, monitor: written.monitor, home: written.home };
+    ops.cluster.try_send(Reported(report)).map_err(|_| ApiError::Supervisor)?;
+    Ok(HttpResponse::Ok().json(json!({ "success": true })))
 }

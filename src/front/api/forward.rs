@@ -6,6 +6,7 @@
 
 use super::Ops;
 use crate::front::error::error;
+use crate::supervisor::leadership::base_url;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method, StatusCode};
@@ -51,19 +52,10 @@ pub async fn to_leader(
     Ok(req.into_response(response).map_into_right_body())
 }
 
-/// The leader's base URL from its advertised address.
-fn base(address: &str) -> String {
-    if address.starts_with("http://") || address.starts_with("https://") {
-        address.trim_end_matches('/').to_owned()
-    } else {
-        format!("http://{address}")
-    }
-}
-
 async fn forward(req: &ServiceRequest, leader: &str, body: web::Bytes) -> HttpResponse {
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let client = awc::Client::builder().disable_redirects().timeout(LEADER_TIMEOUT).finish();
-    let mut request = client.request(req.method().clone(), format!("{}{path}", base(leader))).insert_header((FORWARDED, "1"));
+    let mut request = client.request(req.method().clone(), format!("{}{path}", base_url(leader))).insert_header((FORWARDED, "1"));
     for name in [header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT, header::ORIGIN] {
         if let Some(value) = req.headers().get(&name) {
             request = request.insert_header((name, value.clone()));
@@ -90,16 +82,4 @@ async fn forward(req: &ServiceRequest, leader: &str, body: web::Bytes) -> HttpRe
         }
     }
     response.insert_header((ANSWERED_BY, leader.to_owned())).body(bytes)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_leaders_address_may_be_host_and_port_or_a_url() {
-        assert_eq!(base("10.0.0.5:8080"), "http://10.0.0.5:8080");
-        assert_eq!(base("http://kc-1.kc:8080/"), "http://kc-1.kc:8080");
-        assert_eq!(base("https://kc.example"), "https://kc.example");
-    }
 }

@@ -215,6 +215,7 @@ pub fn configure(ops: Ops) -> impl FnOnce(&mut web::ServiceConfig) {
             .service(post("/lb/nodes/{id}/undrain", web::post().to(actions::undrain)))
             .service(post("/lb/monitors/move", web::post().to(actions::move_monitors)))
             .service(post("/lb/update-loads", web::post().to(actions::update_loads)))
+            .service(post("/lb/monitor-written", web::post().to(actions::monitor_written)))
             .service(post("/lb/rebalance", web::post().to(actions::rebalance)))
             .service(post("/lb/trigger-rebalancing", web::post().to(actions::trigger_rebalancing)))
             .service(post("/lb/force-rebalance-all", web::post().to(actions::force_rebalance_all)))

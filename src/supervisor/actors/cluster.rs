@@ -13,7 +13,7 @@
 use crate::config::{HealthSettings, Settings};
 use crate::core::health::{FlapDamper, Health};
 use crate::core::model::{NewEvent, NodeSpec};
-use crate::core::placement::Move;
+use crate::core::placement::{MonitorId, Move};
 use crate::core::reconcile::{self, Command, Decision, DecisionSummary, Inputs, NodeInput, RebalanceReport, Refusal};
 use crate::core::lease::LeaseRow;
 use crate::core::routing::RoutingTable;
@@ -23,7 +23,7 @@ use crate::supervisor::actors::node::{
     ClockSeen, GetNodeState, Grace, NodeActor, NodeState, NodeTransition, ProbeNow, Reports, Retire, SetHost,
 };
 use crate::supervisor::clock::Clock;
-use crate::supervisor::leadership::{HaState, Leadership};
+use crate::supervisor::leadership::{base_url, HaState, Leadership};
 use crate::supervisor::probe::Probe;
 use crate::supervisor::publisher::RoutingPublisher;
 use crate::supervisor::push::{PushError, ReconcilePush};
@@ -78,8 +78,9 @@ pub struct NodeDetail {
 #[rtype(result = "()")]
 pub struct Shutdown;
 
-/// A report from the front door.
-struct Reported(FrontReport);
+/// A report from the front door: this replica's, or (through the operations
+/// API) a follower's that the leader acts on.
+pub struct Reported(pub FrontReport);
 
 impl Message for Reported {
     type Result = ();
@@ -132,6 +133,8 @@ const SCHEMA_RETRY: Duration = Duration::from_secs(2);
 const SCHEMA_LOG_EVERY: Duration = Duration::from_secs(30);
 /// The longest wait between two attempts to reach the database at start-up.
 const CONNECT_RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long a follower waits for the leader to take a monitor write's report.
+const RELAY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the database is pinged while decisions fail.
 const DATABASE_WATCH: Duration = Duration::from_millis(500);
 
@@ -1193,6 +1196,9 @@ impl Handler<Reported> for ClusterActor {
             // create starts it there) or one that is paused or gone: it and the
             // node the monitor belongs on reconcile, one push at a time each;
             // a decision places a new monitor whose home cannot run it
+            FrontReport::MonitorWritten { served, monitor, home } if self.leadership.leading(Instant::now()).is_none() => {
+                self.relay_to_leader(served, monitor, home);
+            }
             FrontReport::MonitorWritten { served, monitor, home } => {
                 let owner = home.or_else(|| {
                     let table = self.publisher.reader().load();
@@ -1396,6 +1402,32 @@ impl ClusterActor {
             }
             Err(error) => tracing::warn!(error = %error, "could not load the leader's decisions; retrying at the next poll"),
         }));
+    }
+}
+
+impl ClusterActor {
+    /// A monitor write went through this replica's front door, but only the
+    /// leader pushes: it is told, with the first API token (replicas share
+    /// their settings), and pushes the nodes as for a write through its own.
+    fn relay_to_leader(&self, served: String, monitor: Option<MonitorId>, home: Option<String>) {
+        let Some(leader) = self.leadership.state(Instant::now()).leader_address else {
+            tracing::warn!(node_id = %served, "a monitor was written while no replica leads: the nodes' cron reconciles it");
+            return;
+        };
+        let Some(token) = self.settings.api.tokens.first().cloned() else {
+            tracing::warn!(node_id = %served, "a monitor was written through a follower, which has no api.tokens to tell the leader with");
+            return;
+        };
+        let url = format!("{}/lb/monitor-written", base_url(&leader));
+        let body = serde_json::json!({ "served": served, "monitor": monitor, "home": home });
+        actix_rt::spawn(async move {
+            let client = awc::Client::builder().timeout(RELAY_TIMEOUT).finish();
+            match client.post(&url).bearer_auth(token).send_json(&body).await {
+                Ok(answer) if answer.status().is_success() => tracing::debug!(leader, "told the leader of a monitor write"),
+                Ok(answer) => tracing::warn!(leader, status = answer.status().as_u16(), "the leader refused a monitor write's report"),
+                Err(error) => tracing::warn!(leader, error = %error, "could not tell the leader of a monitor write; the nodes' cron reconciles it"),
+            }
+        });
     }
 }
 
