@@ -139,15 +139,11 @@ fn main() {
     common::run(async move {
         let t = TestDb::mariadb().await.expect("MariaDB is required");
         t.migrate().await;
-        for i in 1..=3 {
-            t.add_monitors(&format!("sim{i}"), PER_NODE as usize).await;
-        }
-        let active: BTreeSet<u32> = t.monitors().await.into_iter().map(|m| m.0 as u32).collect();
-        let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+        let common::SimSeats { active, ports, hosts } = common::SimSeats::new(&t, 3, PER_NODE as usize).await;
         let mut c = Cluster {
             listens: (0..3).map(|_| format!("127.0.0.1:{}", common::free_port())).collect(),
             replicas: vec![None, None, None],
-            hosts: ports.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
+            hosts,
             ports,
             sims: vec![None, None, None],
             active,

@@ -239,12 +239,7 @@ mod mariadb {
         common::run(async {
             let Some(t) = TestDb::mariadb().await else { return };
             t.migrate().await;
-            for i in 1..=3 {
-                t.add_monitors(&format!("sim{i}"), 40).await;
-            }
-            let active: BTreeSet<u32> = t.monitors().await.into_iter().map(|m| m.0 as u32).collect();
-            let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
-            let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+            let common::SimSeats { active, ports, hosts } = common::SimSeats::new(&t, 3, 40).await;
             let all: Vec<&str> = hosts.iter().map(String::as_str).collect();
             let ids: Vec<String> = (1..=3).map(|i| format!("sim{i}")).collect();
             let mut sims: Vec<Option<common::Process>> =

@@ -16,8 +16,7 @@
 
 mod common;
 
-use common::{poll_until, run_exactly_once, sim_process, Process, TestDb};
-use std::collections::BTreeSet;
+use common::{poll_until, run_exactly_once, sim_process, Process, SimSeats, TestDb};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -111,19 +110,15 @@ fn two_replicas_on_sqlite() {
     common::run(async {
         let t = TestDb::sqlite().await;
         t.migrate().await;
-        t.add_monitors("sim1", 20).await;
-        t.add_monitors("sim2", 20).await;
-        let active: BTreeSet<u32> = t.monitors().await.into_iter().map(|m| m.0 as u32).collect();
-        let ports: Vec<u16> = (0..2).map(|_| common::free_port()).collect();
-        let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let all: Vec<&str> = hosts.iter().map(String::as_str).collect();
+        let seats = SimSeats::new(&t, 2, 20).await;
+        let (active, ports, all) = (&seats.active, &seats.ports, seats.all());
         let _sims: Vec<Process> = (0..2).map(|i| sim_process(&format!("sim{}", i + 1), ports[i], &t.url, AUTH, SPEED)).collect();
         let fast = common::fast_supervision(SPEED);
         let settings: Vec<(&str, &str)> = fast.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let listens: Vec<String> = (0..2).map(|_| format!("127.0.0.1:{}", common::free_port())).collect();
         let replicas: Vec<Process> = listens.iter().map(|l| common::serve_process(&t.url, l, TOKEN, AUTH, &settings)).collect();
         poll_until(LIMIT, || listens.iter().all(|l| ready(l))).expect("both replicas are ready");
-        poll_until(LIMIT, || run_exactly_once(&all, &active)).expect("each monitor runs once");
+        poll_until(LIMIT, || run_exactly_once(&all, active)).expect("each monitor runs once");
         let leaders: Vec<usize> = (0..2).filter(|&i| leads(&listens[i])).collect();
         assert_eq!(leaders.len(), 1, "exactly one replica leads");
         let (leader, follower) = (leaders[0], 1 - leaders[0]);
@@ -133,7 +128,7 @@ fn two_replicas_on_sqlite() {
         let term = Instant::now();
         poll_until(LIMIT, || leads(&listens[follower])).expect("the follower leads after SIGTERM");
         assert!(term.elapsed() <= Duration::from_secs(1) + SLACK, "handover took {:?}", term.elapsed());
-        poll_until(LIMIT, || run_exactly_once(&all, &active)).expect("each monitor still runs once");
+        poll_until(LIMIT, || run_exactly_once(&all, active)).expect("each monitor still runs once");
         drop(replicas);
         t.drop_db().await;
     });
@@ -150,12 +145,7 @@ fn replicas_hand_the_lead_over() {
     common::run(async {
         let Some(t) = TestDb::mariadb().await else { return };
         t.migrate().await;
-        for i in 1..=3 {
-            t.add_monitors(&format!("sim{i}"), 40).await;
-        }
-        let active: BTreeSet<u32> = t.monitors().await.into_iter().map(|m| m.0 as u32).collect();
-        let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
-        let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let SimSeats { active, ports, hosts } = SimSeats::new(&t, 3, 40).await;
         let all: Vec<&str> = hosts.iter().map(String::as_str).collect();
         let mut sims: Vec<Option<Process>> =
             (0..3).map(|i| Some(sim_process(&format!("sim{}", i + 1), ports[i], &t.url, AUTH, SPEED))).collect();

@@ -681,6 +681,32 @@ pub fn poll_until(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Du
     Some(start.elapsed())
 }
 
+/// The monitors of `nodes` simulated nodes (`per_node` homed on each of sim1,
+/// sim2, …) and a free port for each node, before the nodes start.
+pub struct SimSeats {
+    /// The active monitors' ids.
+    pub active: std::collections::BTreeSet<u32>,
+    pub ports: Vec<u16>,
+    /// `127.0.0.1:<port>` of each node.
+    pub hosts: Vec<String>,
+}
+
+impl SimSeats {
+    pub async fn new(t: &TestDb, nodes: usize, per_node: usize) -> SimSeats {
+        for i in 1..=nodes {
+            t.add_monitors(&format!("sim{i}"), per_node).await;
+        }
+        let active = t.monitors().await.into_iter().filter(|m| m.3).map(|m| m.0 as u32).collect();
+        let ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
+        let hosts = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        SimSeats { active, ports, hosts }
+    }
+
+    pub fn all(&self) -> Vec<&str> {
+        self.hosts.iter().map(String::as_str).collect()
+    }
+}
+
 /// Whether the live nodes together run `expected`, each monitor exactly once.
 pub fn run_exactly_once(hosts: &[&str], expected: &std::collections::BTreeSet<u32>) -> bool {
     let mut seen = std::collections::BTreeSet::new();
