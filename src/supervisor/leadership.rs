@@ -32,7 +32,9 @@ pub struct HaState {
     pub leader_id: Option<String>,
     pub leader_address: Option<String>,
     pub epoch: Option<i64>,
-    /// The lease's expiry on the database's clock, as last read or renewed.
+    /// When the lease ends: for the leader, when it stops acting unless it
+    /// renews again (before the database's expiry); for a follower, the
+    /// expiry on the database's clock as last read.
     pub lease_expires_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Changes of role of this replica since it started.
     pub role_changes: u64,
@@ -45,8 +47,8 @@ pub struct Leadership {
     me: String,
     address: Option<String>,
     tenure: Option<Tenure>,
-    /// The lease as last read (a follower) or renewed (the leader); none
-    /// right after this replica stepped down, until it reads it again.
+    /// The lease as a follower last read it; none while this replica leads
+    /// and right after it stepped down, until it reads it again.
     lease: Option<LeaseRow>,
     /// The lease has been read or won at least once.
     looked: bool,
@@ -88,9 +90,9 @@ impl Leadership {
     }
 
     /// The lease was won with `epoch` by a statement sent at `sent`.
-    pub fn won(&mut self, epoch: i64, sent: Instant, ttl: Duration, row: Option<LeaseRow>) {
+    pub fn won(&mut self, epoch: i64, sent: Instant, ttl: Duration) {
         self.tenure = Some(Tenure::new(epoch, sent, ttl));
-        self.lease = row;
+        self.lease = None;
         self.looked = true;
         self.role_changes += 1;
     }
@@ -156,17 +158,12 @@ impl Leadership {
             leader_id,
             leader_address,
             epoch: epoch.or(lease.map(|l| l.epoch)),
-            lease_expires_at: lease.filter(|l| l.holder.is_some()).and_then(|l| chrono::DateTime::from_timestamp_millis(l.expires_ms)),
+            lease_expires_at: match self.tenure.filter(|t| t.holds(now)) {
+                Some(tenure) => chrono::Duration::from_std(tenure.left(now)).ok().map(|left| chrono::Utc::now() + left),
+                None => lease.filter(|l| l.holder.is_some()).and_then(|l| chrono::DateTime::from_timestamp_millis(l.expires_ms)),
+            },
             role_changes: self.role_changes,
             fenced_decisions: self.fenced,
-        }
-    }
-
-    /// After a renewal, the expiry as the database set it: `ttl` after its
-    /// clock at `now_ms`.
-    pub fn expires(&mut self, ttl: Duration) {
-        if let Some(lease) = &mut self.lease {
-            lease.expires_ms = lease.now_ms + ttl.as_millis() as i64;
         }
     }
 }
@@ -213,7 +210,7 @@ mod tests {
         let ttl = Duration::from_secs(10);
         let mut l = Leadership::new("a".into(), Some("a:8080".into()));
         assert_eq!(l.leading(t0), None);
-        l.won(4, t0, ttl, Some(row(Some("a"), 4, 0)));
+        l.won(4, t0, ttl);
         assert_eq!(l.leading(t0 + Duration::from_secs(9)), Some(4));
         assert_eq!(l.leading(t0 + ttl), None, "not renewed: it stops acting before the database's expiry");
         assert_eq!(l.holds_tenure(), Some(4), "and tries to renew");

@@ -436,15 +436,11 @@ impl ClusterActor {
         let timeout = self.settings.nodes.reconcile_timeout + self.pace.reconcile_time(starts) * 2;
         let sent = Instant::now();
         self.leadership.push_sent(sent + timeout);
-        let (db, me, ha, pushes_left) =
-            (self.db.clone(), self.leadership.me().to_owned(), self.settings.ha.clone(), self.leadership.pushes_left(sent));
+        let renewal = self.renewal(epoch, sent);
         let (node_id, push) = (node.to_owned(), self.pushes.last(node));
         let request = self.push.send(&host, timeout);
         let guarded = async move {
-            let renewal = actix_rt::time::timeout(ha.renew_interval, store::renew_lease(&db, &me, epoch, ha.lease_ttl, pushes_left))
-                .await
-                .unwrap_or(Err(StoreError::Timeout(ha.renew_interval)));
-            match renewal {
+            match renewal.await {
                 Ok(true) => (Some(true), request.await),
                 Ok(false) => (Some(false), Err(PushError::Lease("this replica no longer holds the lease".to_owned()))),
                 Err(error) => (None, Err(PushError::Lease(format!("the lease could not be renewed first: {error}")))),
@@ -564,9 +560,7 @@ impl ClusterActor {
     }
 
     fn request(&mut self, ctx: &mut Context<Self>, waiter: Option<oneshot::Sender<Result<DecisionSummary, String>>>) {
-        // while shutting down, the queue answers that
-        let not_leading = || (!self.shutting_down).then(|| self.not_leading()).flatten();
-        if let Some(reason) = self.not_ready().or_else(not_leading) {
+        if let Some(reason) = self.refusal() {
             if let Some(waiter) = waiter {
                 let _ = waiter.send(Err(reason));
             }
@@ -575,6 +569,13 @@ impl ClusterActor {
         if self.queue.trigger(waiter) && self.may_decide() {
             self.start_decision(ctx);
         }
+    }
+
+    /// Why a request or command is answered at once, without a decision: the
+    /// nodes' tables are missing, or another replica leads (while shutting
+    /// down, the queue says so instead).
+    fn refusal(&self) -> Option<String> {
+        self.not_ready().or_else(|| (!self.shutting_down).then(|| self.not_leading()).flatten())
     }
 
     /// The nodes' tables and the lease have been looked at: a decision can
@@ -1219,20 +1220,11 @@ impl ClusterActor {
     /// The leader renews its lease; a renewal that fails for longer than the
     /// tenure lasts ends its leadership.
     fn renew(&mut self, epoch: i64, ctx: &mut Context<Self>) {
-        let (db, me, ha) = (self.db.clone(), self.leadership.me().to_owned(), self.settings.ha.clone());
         let sent = Instant::now();
-        let pushes_left = self.leadership.pushes_left(sent);
-        let renew = async move {
-            actix_rt::time::timeout(ha.renew_interval, store::renew_lease(&db, &me, epoch, ha.lease_ttl, pushes_left))
-                .await
-                .unwrap_or(Err(StoreError::Timeout(ha.renew_interval)))
-        };
-        ctx.spawn(renew.into_actor(self).map(move |result, act, ctx| {
-            let ttl = act.settings.ha.lease_ttl;
+        ctx.spawn(self.renewal(epoch, sent).into_actor(self).map(move |result, act, ctx| {
             match result {
                 Ok(true) => {
-                    act.leadership.renewed(sent, ttl);
-                    act.leadership.expires(ttl);
+                    act.leadership.renewed(sent, act.settings.ha.lease_ttl);
                     act.vitals.update(|v| {
                         v.last_contact = Some(Instant::now());
                         v.lease_error = None;
@@ -1250,6 +1242,18 @@ impl ClusterActor {
             }
             act.next_lease_tick(ctx);
         }));
+    }
+
+    /// Renews the lease of `epoch` with this replica's pushes' deadline, as of
+    /// `sent`; bounded by the renew interval.
+    fn renewal(&self, epoch: i64, sent: Instant) -> impl std::future::Future<Output = Result<bool, StoreError>> + 'static {
+        let (db, me, ha, pushes_left) =
+            (self.db.clone(), self.leadership.me().to_owned(), self.settings.ha.clone(), self.leadership.pushes_left(sent));
+        async move {
+            actix_rt::time::timeout(ha.renew_interval, store::renew_lease(&db, &me, epoch, ha.lease_ttl, pushes_left))
+                .await
+                .unwrap_or(Err(StoreError::Timeout(ha.renew_interval)))
+        }
     }
 
     /// A follower reads the lease: it takes it when free or expired, and
@@ -1331,16 +1335,8 @@ impl ClusterActor {
     /// start-up), and pushes no node before the former leader's pushes may
     /// have ended.
     fn lead(&mut self, epoch: i64, sent: Instant, before: LeaseRow, ctx: &mut Context<Self>) {
-        let ttl = self.settings.ha.lease_ttl;
         let wait = before.pushes_left();
-        let held = LeaseRow {
-            holder: Some(self.leadership.me().to_owned()),
-            address: self.leadership.address().map(str::to_owned),
-            epoch,
-            expires_ms: before.now_ms + ttl.as_millis() as i64,
-            ..before
-        };
-        self.leadership.won(epoch, sent, ttl, Some(held));
+        self.leadership.won(epoch, sent, self.settings.ha.lease_ttl);
         tracing::info!(replica = %self.leadership.me(), epoch, former_pushes_ms = wait.as_millis() as u64, "this replica leads now");
         self.metrics.leading(true);
         let address = self.leadership.address().map(str::to_owned);
@@ -1524,8 +1520,7 @@ impl Handler<Apply> for ClusterActor {
 
     fn handle(&mut self, Apply(command): Apply, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        let not_leading = || (!self.shutting_down).then(|| self.not_leading()).flatten();
-        if let Some(reason) = self.not_ready().or_else(not_leading) {
+        if let Some(reason) = self.refusal() {
             let _ = tx.send(Err(ApplyError::Failed(reason)));
         } else if self.queue.command(command, tx) && self.may_decide() {
             self.start_decision(ctx);
