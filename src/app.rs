@@ -131,6 +131,9 @@ async fn run(settings: Settings, db: DatabaseConnection, dev: Option<Addr<DevNod
     if settings.api.tokens.is_empty() {
         tracing::warn!("no api.tokens configured: the operations API refuses every request");
     }
+    if settings.ha.advertise.is_none() {
+        tracing::warn!(listen = %listen, "ha.advertise is empty and server.listen is a wildcard address: while this replica leads, other replicas cannot forward operator actions to it");
+    }
     let vitals = VitalSigns::default();
     // decisions run at least every reconcile_interval: three missed is stale
     let stale_after = settings.cluster.reconcile_interval * 3 + settings.cluster.decision_timeout;

@@ -694,3 +694,25 @@ fn a_monitor_write_reported_by_a_follower_has_the_served_node_and_the_monitors_n
         assert_eq!(s.post("/lb/monitor-written", Some(json!({ "served": "node1" })), None).await.0, StatusCode::UNAUTHORIZED);
     });
 }
+
+#[test]
+fn an_action_at_a_follower_without_a_leader_to_forward_to_is_503_with_the_reason() {
+    common::run(async {
+        let s = stack(TestDb::sqlite().await, &[]).await;
+        let before = s.footprint().await;
+        s.sup.vitals.update(|v| {
+            v.leading = false;
+            v.leader_id = Some("kc-2".into());
+            v.leader_address = None;
+        });
+        let (status, body) = s.post("/lb/nodes/node1/drain", None, Some(TOKEN)).await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("leader_not_advertised")), "{body}");
+        assert!(body["detail"].as_str().unwrap().contains("ha.advertise"), "{body}");
+        s.sup.vitals.update(|v| v.leader_id = None);
+        let (status, body) = s.post("/lb/nodes/node1/drain", None, Some(TOKEN)).await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("no_leader")), "{body}");
+        let (status, _) = s.get("/lb/node-status", Some(TOKEN)).await;
+        assert_eq!(status, StatusCode::OK, "reads are answered by every replica");
+        assert_eq!(s.footprint().await, before, "nothing was written");
+    });
+}

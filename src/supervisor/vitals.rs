@@ -18,6 +18,8 @@ pub struct Vitals {
     /// This replica holds the leader lease: it decides and applies operator
     /// actions itself.
     pub leading: bool,
+    /// The replica that leads, while another one does.
+    pub leader_id: Option<String>,
     /// Where the leader's `/lb/` API is reached, while another replica leads.
     pub leader_address: Option<String>,
     /// Why the leader lease could not be read or renewed, until it can again.

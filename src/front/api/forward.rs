@@ -32,22 +32,27 @@ pub async fn to_leader(
     if local {
         return Ok(next.call(req).await?.map_into_left_body());
     }
-    let leader = vitals.and_then(|v| v.leader_address.clone());
-    let response = match leader {
+    let (leader, address) = vitals.map_or((None, None), |v| (v.leader_id.clone(), v.leader_address.clone()));
+    let response = match (leader, address) {
         _ if req.headers().contains_key(FORWARDED) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "no_leader",
             "the replica this action was forwarded to no longer leads; retry shortly",
         ),
-        None => error(
+        (_, Some(address)) => {
+            let body = req.extract::<web::Bytes>().await?;
+            forward(&req, &address, body).await
+        }
+        (Some(leader), None) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "leader_not_advertised",
+            format!("the leader {leader} advertises no address to forward to: set ha.advertise on every replica, or send the action to the leader"),
+        ),
+        (None, None) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "no_leader",
             "no replica leads right now (a new leader takes over within the lease's time to live); retry shortly",
         ),
-        Some(leader) => {
-            let body = req.extract::<web::Bytes>().await?;
-            forward(&req, &leader, body).await
-        }
     };
     Ok(req.into_response(response).map_into_right_body())
 }

@@ -897,6 +897,7 @@ impl ClusterActor {
         self.metrics.leading(false);
         self.vitals.update(|v| {
             v.leading = false;
+            v.leader_id = None;
             v.leader_address = None;
             v.failing = None;
         });
@@ -1283,9 +1284,10 @@ impl ClusterActor {
                 Ok((row, Some((epoch, sent)))) => act.lead(epoch, sent, row, ctx),
                 Ok((row, None)) => {
                     let first = !act.leadership.looked();
-                    let address = row.leader().and(row.address.clone());
+                    let (leader, address) = (row.leader().map(str::to_owned), row.leader().and(row.address.clone()));
                     act.vitals.update(|v| {
                         v.last_contact = Some(Instant::now());
+                        v.leader_id = leader;
                         v.leader_address = address;
                         v.lease_error = None;
                     });
@@ -1339,9 +1341,10 @@ impl ClusterActor {
         self.leadership.won(epoch, sent, self.settings.ha.lease_ttl);
         tracing::info!(replica = %self.leadership.me(), epoch, former_pushes_ms = wait.as_millis() as u64, "this replica leads now");
         self.metrics.leading(true);
-        let address = self.leadership.address().map(str::to_owned);
+        let (me, address) = (self.leadership.me().to_owned(), self.leadership.address().map(str::to_owned));
         self.vitals.update(|v| {
             v.leading = true;
+            v.leader_id = Some(me);
             v.leader_address = address;
             v.last_contact = Some(Instant::now());
             v.lease_error = None;
