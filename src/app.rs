@@ -19,7 +19,6 @@ use crate::front::api::auth::Access;
 use crate::front::api::status::Reads;
 use crate::front::api::Ops;
 use crate::front::proxy::Front;
-use actix_web::HttpServer;
 use tokio::sync::mpsc;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -117,12 +116,7 @@ async fn run(settings: Settings, db: DatabaseConnection, dev: Option<Addr<DevNod
     let (reports_tx, reports) = mpsc::channel(REPORT_QUEUE);
     let routing = publisher.reader();
     let metrics = Arc::new(Metrics::default());
-    let front = Front {
-        routing: routing.clone(),
-        settings: Arc::new(settings.proxy.clone()),
-        reports: reports_tx,
-        metrics: metrics.clone(),
-    };
+    let front = Front::new(routing.clone(), &settings, reports_tx, metrics.clone());
     let workers = match settings.proxy.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -150,18 +144,13 @@ async fn run(settings: Settings, db: DatabaseConnection, dev: Option<Addr<DevNod
     .start();
 
     let ops = Ops { cluster: cluster.clone(), reads: Reads::new(db), routing, access, metrics, vitals, stale_after };
-    let server = HttpServer::new(move || {
-        let app = server::app(front.clone(), ops.clone());
-        match &dev {
-            Some(nodes) => app.configure(crate::tools::dev::routes(nodes.clone())),
-            None => app,
+    let extra = move |cfg: &mut actix_web::web::ServiceConfig| {
+        if let Some(nodes) = &dev {
+            crate::tools::dev::routes(nodes.clone())(cfg);
         }
-    })
-        .workers(workers)
-        .disable_signals()
-        .listen(listener)
-        .map_err(|source| ServeError::Bind { addr: listen, source })?
-        .run();
+    };
+    let server = server::start(listener, workers, front, Some(ops), extra)
+        .map_err(|source| ServeError::Bind { addr: listen, source })?;
     let handle = server.handle();
     tracing::info!(listen = %listen, "kuma-cluster is serving");
     let server_task = actix_rt::spawn(server);

@@ -52,6 +52,12 @@ impl DatabaseSettings {
 #[derive(Clone, Debug)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
+    /// Open client connections, all workers together; more are answered 503.
+    pub max_connections: usize,
+    /// Open client connections from one address; more are answered 429.
+    pub max_connections_per_client: usize,
+    /// Largest request head (request line and headers); larger is answered 431.
+    pub max_header_size: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -63,7 +69,14 @@ pub struct ProxySettings {
     pub ws_idle_timeout: Duration,
     pub ws_max_frame: usize,
     pub fail_open: bool,
-    pub trust_forwarded: bool,
+    /// Peers whose X-Forwarded-* and similar headers are believed; every other
+    /// client's are replaced.
+    pub trusted_proxies: Vec<Network>,
+    /// Open websockets through this process, and to one node; more are answered 503.
+    pub ws_max_total: usize,
+    pub ws_max_per_node: usize,
+    /// A side of a websocket that takes longer than this to take a frame is closed.
+    pub ws_write_timeout: Duration,
     /// 0: one per CPU core.
     pub workers: usize,
 }
@@ -246,6 +259,9 @@ struct RawDatabase {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: String,
+    max_connections: usize,
+    max_connections_per_client: usize,
+    max_header_size: usize,
 }
 
 #[derive(Deserialize)]
@@ -258,7 +274,13 @@ struct RawProxy {
     ws_idle_timeout: String,
     ws_max_frame: usize,
     fail_open: bool,
-    trust_forwarded: bool,
+    trusted_proxies: Vec<String>,
+    /// Replaced by `trusted_proxies`; named here to say so instead of "unknown field".
+    #[serde(default)]
+    trust_forwarded: Option<serde::de::IgnoredAny>,
+    ws_max_total: usize,
+    ws_max_per_node: usize,
+    ws_write_timeout: String,
     workers: usize,
 }
 
@@ -344,6 +366,7 @@ impl Settings {
                 .list_separator(",")
                 .with_list_parse_key("api.tokens")
                 .with_list_parse_key("api.allow")
+                .with_list_parse_key("proxy.trusted_proxies")
                 .source(Some(env)),
         );
         let raw: Raw = builder
@@ -372,9 +395,33 @@ impl Settings {
             ws_idle_timeout: positive_duration("proxy.ws_idle_timeout", &raw.proxy.ws_idle_timeout)?,
             ws_max_frame: raw.proxy.ws_max_frame,
             fail_open: raw.proxy.fail_open,
-            trust_forwarded: raw.proxy.trust_forwarded,
+            trusted_proxies: networks("proxy.trusted_proxies", &raw.proxy.trusted_proxies)?,
+            ws_max_total: raw.proxy.ws_max_total,
+            ws_max_per_node: raw.proxy.ws_max_per_node,
+            ws_write_timeout: positive_duration("proxy.ws_write_timeout", &raw.proxy.ws_write_timeout)?,
             workers: raw.proxy.workers,
         };
+        if raw.proxy.trust_forwarded.is_some() {
+            return Err(invalid(
+                "proxy.trust_forwarded",
+                "was replaced by proxy.trusted_proxies: list the networks of the proxies in front, e.g. [\"10.0.0.0/8\"]",
+            ));
+        }
+        if proxy.ws_max_total == 0 || proxy.ws_max_per_node == 0 {
+            return Err(invalid("proxy.ws_max_total", "ws_max_total and ws_max_per_node must be at least 1"));
+        }
+        let server = ServerSettings {
+            listen,
+            max_connections: raw.server.max_connections,
+            max_connections_per_client: raw.server.max_connections_per_client,
+            max_header_size: raw.server.max_header_size,
+        };
+        if server.max_connections == 0 || server.max_connections_per_client == 0 {
+            return Err(invalid("server.max_connections", "max_connections and max_connections_per_client must be at least 1"));
+        }
+        if !(1024..=MAX_HEAD).contains(&server.max_header_size) {
+            return Err(invalid("server.max_header_size", format!("must be 1024 to {MAX_HEAD} bytes (the HTTP server's own limit)")));
+        }
         if !(1024..=MAX_SIZE as usize).contains(&proxy.ws_max_frame) {
             return Err(invalid("proxy.ws_max_frame", "must be 1024 bytes to 1 GiB"));
         }
@@ -385,13 +432,7 @@ impl Settings {
         if let Some(i) = tokens.iter().position(|t| t.len() < 16) {
             return Err(invalid("api.tokens", format!("token {} is shorter than 16 characters", i + 1)));
         }
-        let allow = raw
-            .api
-            .allow
-            .iter()
-            .filter(|n| !n.trim().is_empty())
-            .map(|n| Network::parse(n).ok_or_else(|| invalid("api.allow", format!("{n:?} is not an address or address/prefix"))))
-            .collect::<Result<Vec<_>, _>>()?;
+        let allow = networks("api.allow", &raw.api.allow)?;
         if !raw.health.path.starts_with('/') {
             return Err(invalid("health.path", "must start with /"));
         }
@@ -480,7 +521,7 @@ impl Settings {
                 connect_timeout: positive_duration("database.connect_timeout", &raw.database.connect_timeout)?,
                 acquire_timeout: positive_duration("database.acquire_timeout", &raw.database.acquire_timeout)?,
             },
-            server: ServerSettings { listen },
+            server,
             proxy,
             api: ApiSettings { tokens, allow },
             health,
@@ -523,6 +564,17 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
 
 /// The largest size in bytes any setting takes.
 const MAX_SIZE: u64 = 1 << 30;
+/// actix-http answers 431 itself to a request head past 128 KiB.
+const MAX_HEAD: usize = 128 * 1024;
+
+/// A list of `address[/prefix]`; blank entries are skipped.
+fn networks(key: &'static str, texts: &[String]) -> Result<Vec<Network>, ConfigError> {
+    texts
+        .iter()
+        .filter(|n| !n.trim().is_empty())
+        .map(|n| Network::parse(n).ok_or_else(|| invalid(key, format!("{n:?} is not an address or address/prefix"))))
+        .collect()
+}
 
 /// The longest duration any setting takes: a longer one is a typo.
 const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
@@ -575,7 +627,7 @@ mod tests {
         assert!(s.database.url.starts_with("sqlite:"));
         assert_eq!(s.proxy.connect_timeout, Duration::from_secs(2));
         assert_eq!(s.proxy.max_body, 100 * 1024 * 1024);
-        assert!(!s.proxy.fail_open && !s.proxy.trust_forwarded);
+        assert!(!s.proxy.fail_open && s.proxy.trusted_proxies.is_empty());
     }
 
     #[test]
@@ -672,6 +724,36 @@ mod tests {
         assert_eq!(err.to_string(), "config: api.tokens: token 1 is shorter than 16 characters");
         let err = Settings::load_with_env(None, env(&[("KUMA_CLUSTER__API__ALLOW", "10.0.0.0/33")])).unwrap_err();
         assert!(err.to_string().starts_with("config: api.allow: "), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks_and_the_old_boolean_is_refused_with_its_replacement() {
+        let s = Settings::load_with_env(None, env(&[("KUMA_CLUSTER__PROXY__TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.7")])).unwrap();
+        assert_eq!(s.proxy.trusted_proxies.len(), 2);
+        assert!(s.proxy.trusted_proxies[1].contains("192.168.1.7".parse().unwrap()));
+        let err = Settings::load_with_env(None, env(&[("KUMA_CLUSTER__PROXY__TRUSTED_PROXIES", "proxy.local")])).unwrap_err();
+        assert!(err.to_string().starts_with("config: proxy.trusted_proxies: "), "{err}");
+        let err = Settings::load_with_env(None, env(&[("KUMA_CLUSTER__PROXY__TRUST_FORWARDED", "true")])).unwrap_err();
+        assert!(err.to_string().contains("replaced by proxy.trusted_proxies"), "{err}");
+    }
+
+    #[test]
+    fn connection_header_and_websocket_caps_are_bounded() {
+        let s = Settings::load_with_env(None, env(&[])).unwrap();
+        assert_eq!((s.server.max_connections, s.server.max_connections_per_client), (16384, 4096));
+        assert_eq!(s.server.max_header_size, 32 * 1024);
+        assert_eq!((s.proxy.ws_max_total, s.proxy.ws_max_per_node), (8192, 4096));
+        assert_eq!(s.proxy.ws_write_timeout, Duration::from_secs(30));
+        for (key, value, name) in [
+            ("KUMA_CLUSTER__SERVER__MAX_CONNECTIONS", "0", "server.max_connections"),
+            ("KUMA_CLUSTER__SERVER__MAX_HEADER_SIZE", "200000", "server.max_header_size"),
+            ("KUMA_CLUSTER__SERVER__MAX_HEADER_SIZE", "100", "server.max_header_size"),
+            ("KUMA_CLUSTER__PROXY__WS_MAX_PER_NODE", "0", "proxy.ws_max_total"),
+            ("KUMA_CLUSTER__PROXY__WS_WRITE_TIMEOUT", "0s", "proxy.ws_write_timeout"),
+        ] {
+            let err = Settings::load_with_env(None, env(&[(key, value)])).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("config: {name}: ")), "{key}={value}: {err}");
+        }
     }
 
     #[test]

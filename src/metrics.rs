@@ -1,4 +1,4 @@
-//! Prometheus metrics, rendered in the text exposition format at `/metrics`.
+//! Prometheus metrics, rendered in the text exposition format at `/lb/metrics`.
 //!
 //! Writers never share a lock: the supervisor's counters are written from the
 //! actors' thread only, and each proxy worker owns a shard of its own, whose lock

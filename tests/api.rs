@@ -5,7 +5,6 @@
 mod common;
 
 use actix_web::http::StatusCode;
-use actix_web::HttpServer;
 use common::{Supervisor, TestDb};
 use kuma_cluster::front::api::auth::Access;
 use kuma_cluster::front::api::Ops;
@@ -58,19 +57,10 @@ async fn stack(t: TestDb, api: &[(&str, &str)]) -> Stack {
         vitals: sup.vitals.clone(),
         stale_after: std::time::Duration::from_secs(3600),
     };
-    let front = Front {
-        routing: sup.routing.clone(),
-        settings: Arc::new(settings.proxy),
-        reports: sup.reports.clone(),
-        metrics: sup.metrics.clone(),
-    };
-    let server = HttpServer::new(move || kuma_cluster::front::server::app(front.clone(), ops.clone()))
-        .workers(1)
-        .disable_signals()
-        .bind("127.0.0.1:0")
-        .unwrap();
-    let base = format!("http://127.0.0.1:{}", server.addrs()[0].port());
-    actix_rt::spawn(server.run());
+    let front = Front::new(sup.routing.clone(), &settings, sup.reports.clone(), sup.metrics.clone());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    actix_rt::spawn(kuma_cluster::front::server::start(listener, 1, front, Some(ops), |_| {}).unwrap());
     Stack { t, sup, base, client: awc::Client::builder().disable_redirects().finish() }
 }
 
@@ -524,6 +514,60 @@ fn clients_outside_the_allow_list_get_403_on_lb_paths_only() {
     });
 }
 
+/// Other spellings of `/lb/health`: percent-encoded, doubled slashes, dot
+/// segments, mixed case, and mixes of them.
+const SPELLINGS: [&str; 14] = [
+    "/%6cb/health",
+    "/l%62/health",
+    "/%6C%62/health",
+    "/lb/%68ealth",
+    "//lb/health",
+    "/lb//health",
+    "/./lb/health",
+    "/x/../lb/health",
+    "/%2e%2e/lb/health",
+    "/lb%2fhealth",
+    "/LB/health",
+    "/Lb/health",
+    "/lB/x/%2E%2E/health",
+    "//%4cB/./health",
+];
+
+#[test]
+fn no_spelling_of_an_lb_path_gets_past_the_allow_list_or_the_token() {
+    common::run(async {
+        let refused = stack(TestDb::sqlite().await, &[("KUMA_CLUSTER__API__ALLOW", "10.0.0.0/8")]).await;
+        for path in SPELLINGS.iter().chain(&["/%6cb/ping", "/l%62/ping", "/%6c%62/ready", "/LB/metrics"]) {
+            for method in ["GET", "POST"] {
+                let request = refused.client.request(method.parse().unwrap(), format!("{}{path}", refused.base));
+                let mut response = request.insert_header(("authorization", format!("Bearer {TOKEN}"))).send().await.unwrap();
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                assert_eq!((response.status(), body["error"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")), "{method} {path}");
+            }
+        }
+        let allowed = stack(TestDb::sqlite().await, &[("KUMA_CLUSTER__API__ALLOW", "127.0.0.0/8")]).await;
+        for path in SPELLINGS {
+            let (status, body) = allowed.get(path, None).await;
+            let response = allowed.client.get(format!("{}{path}?x=1", allowed.base)).send().await.unwrap();
+            match status {
+                // spelt so that the router took it into the /lb scope: the token is asked for
+                StatusCode::UNAUTHORIZED => assert_eq!(body["error"], "unauthorized", "{path}"),
+                // any other spelling: sent to the plain path, where the guards apply
+                StatusCode::PERMANENT_REDIRECT => {
+                    assert_eq!(response.headers().get("location").unwrap(), "/lb/health?x=1", "{path}")
+                }
+                other => panic!("{path}: {other} {body}"),
+            }
+            assert_eq!(allowed.get(path, Some(TOKEN)).await.0 == StatusCode::OK, status == StatusCode::UNAUTHORIZED, "{path}");
+        }
+        for path in ["//health", "/HEALTH", "/x/../health"] {
+            let response = allowed.client.get(format!("{}{path}", allowed.base)).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::PERMANENT_REDIRECT, "{path}");
+            assert_eq!(response.headers().get("location").unwrap(), "/health");
+        }
+    });
+}
+
 #[test]
 fn bad_node_requests_are_refused_with_400_or_405_and_change_nothing() {
     common::run(async {
@@ -570,10 +614,10 @@ fn metrics_need_a_token_and_count_transitions_moves_decisions_and_proxied_reques
         // nothing listens at the nodes' address: the proxy answers 502
         let response = s.client.get(format!("{}/dashboard", s.base)).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
-        assert_eq!(s.get("/metrics", None).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(s.get("/lb/metrics", None).await.0, StatusCode::UNAUTHORIZED);
         let mut response = s
             .client
-            .get(format!("{}/metrics", s.base))
+            .get(format!("{}/lb/metrics", s.base))
             .insert_header(("authorization", format!("Bearer {TOKEN}")))
             .send()
             .await
@@ -647,7 +691,7 @@ fn the_openapi_document_is_served_and_covers_the_api() {
         let paths = doc["paths"].as_object().unwrap();
         for path in PROTECTED.iter().map(|p| p.replace("node1", "{id}")).chain(
             [
-                "/lb/ready", "/lb/ping", "/health", "/metrics", "/lb/available-nodes", "/lb/fixed-node/{node}",
+                "/lb/ready", "/lb/ping", "/health", "/lb/metrics", "/lb/available-nodes", "/lb/fixed-node/{node}",
                 "/lb/set-fixed-node", "/lb/clear-fixed-node", "/lb/fixed-node-status", "/lb/monitors/move",
                 "/lb/rebalance", "/lb/trigger-rebalancing", "/lb/force-rebalance-all", "/lb/update-loads",
                 "/lb/nodes/{id}/drain", "/lb/nodes/{id}/undrain", "/lb/nodes/{id}/maintenance",

@@ -229,19 +229,10 @@ impl Proxy {
         publisher.publish(first);
         let (tx, reports) = mpsc::channel(64);
         let settings = common::settings(overrides);
-        let front = Front {
-            routing: publisher.reader(),
-            settings: Arc::new(settings.proxy),
-            reports: tx,
-            metrics: Default::default(),
-        };
-        let server = HttpServer::new(move || App::new().configure(kuma_cluster::front::server::configure(front.clone())))
-            .workers(1)
-            .disable_signals()
-            .bind("127.0.0.1:0")
-            .unwrap();
-        let port = server.addrs()[0].port();
-        actix_web::rt::spawn(server.run());
+        let front = Front::new(publisher.reader(), &settings, tx, Default::default());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        actix_web::rt::spawn(kuma_cluster::front::server::start(listener, 1, front, None, |_| {}).unwrap());
         let client = awc::Client::builder().disable_redirects().timeout(WAIT).finish();
         Proxy { base: format!("127.0.0.1:{port}"), publisher, reports, client }
     }
@@ -383,27 +374,163 @@ fn new_sessions_are_spread_over_ready_nodes_by_free_capacity() {
     });
 }
 
+/// Headers a client may send to claim another address or scheme.
+const SPOOFED: [(&str, &str); 9] = [
+    ("forwarded", "for=6.6.6.6;proto=https"),
+    ("x-forwarded-for", "6.6.6.6"),
+    ("x-forwarded-proto", "https"),
+    ("x-forwarded-host", "evil.example"),
+    ("x-forwarded-port", "443"),
+    ("x-real-ip", "6.6.6.6"),
+    ("x-client-ip", "6.6.6.6"),
+    ("true-client-ip", "6.6.6.6"),
+    ("cf-connecting-ip", "6.6.6.6"),
+];
+
+async fn headers_seen(proxy: &Proxy) -> Value {
+    let mut request = proxy.client.get(proxy.url("/anything?q=1")).insert_header(("host", "kuma.example.org"));
+    for (name, value) in SPOOFED {
+        request = request.insert_header((name, value));
+    }
+    let body: Value = request.insert_header(("cookie", "session=abc")).send().await.unwrap().json().await.unwrap();
+    body["headers"].clone()
+}
+
 #[test]
-fn host_passes_through_and_forwarded_headers_are_set() {
+fn host_passes_through_and_no_identity_header_of_an_untrusted_client_reaches_the_node() {
     run(async {
         let a = Backend::start("node1");
         let proxy = Proxy::start(table(vec![node("node1", &a.host, true, 0)]), &[]);
-        let response = proxy
-            .client
-            .get(proxy.url("/anything?q=1"))
-            .insert_header(("host", "kuma.example.org"))
-            .insert_header(("x-forwarded-for", "6.6.6.6"))
-            .insert_header(("cookie", "session=abc"))
-            .send()
-            .await;
-        let body: Value = response.unwrap().json().await.unwrap();
-        let h = &body["headers"];
+        let port = proxy.base.rsplit(':').next().unwrap().to_owned();
+        let h = headers_seen(&proxy).await;
         assert_eq!(h["host"], "kuma.example.org");
         assert_eq!(h["x-forwarded-for"], "127.0.0.1", "a client cannot forge its address");
         assert_eq!(h["x-real-ip"], "127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "kuma.example.org");
+        assert_eq!(h["x-forwarded-port"], port.as_str());
         assert_eq!(h["cookie"], "session=abc");
+        for name in ["forwarded", "x-client-ip", "true-client-ip", "cf-connecting-ip"] {
+            assert!(h.get(name).is_none(), "{name} reached the node: {h}");
+        }
+        a.handle.stop(false).await;
+    });
+}
+
+#[test]
+fn a_trusted_proxys_identity_headers_reach_the_node_with_its_address_appended() {
+    run(async {
+        let a = Backend::start("node1");
+        let trusting = [("KUMA_CLUSTER__PROXY__TRUSTED_PROXIES", "10.0.0.0/8,127.0.0.1")];
+        let proxy = Proxy::start(table(vec![node("node1", &a.host, true, 0)]), &trusting);
+        let h = headers_seen(&proxy).await;
+        assert_eq!(h["x-forwarded-for"], "6.6.6.6, 127.0.0.1");
+        assert_eq!(h["forwarded"], "for=6.6.6.6;proto=https, for=127.0.0.1");
+        assert_eq!(h["x-real-ip"], "6.6.6.6");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "evil.example");
+        assert_eq!(h["x-forwarded-port"], "443");
+        assert_eq!(h["cf-connecting-ip"], "6.6.6.6");
+        a.handle.stop(false).await;
+    });
+}
+
+/// Sends `request` on a new connection and reads until the peer closes or
+/// `limit` passes; returns what came back.
+fn raw_exchange(base: &str, request: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(base).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn options_asterisk_is_answered_here_and_never_counts_against_a_node() {
+    run(async {
+        let raw = RawNode::start(Some("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"));
+        let mut proxy = Proxy::start(table(vec![node("node1", &raw.host, true, 0)]), &[]);
+        let base = proxy.base.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            let options = raw_exchange(&base, "OPTIONS * HTTP/1.1\r\nhost: kuma\r\nconnection: close\r\n\r\n");
+            let connect = raw_exchange(&base, "CONNECT kuma:443 HTTP/1.1\r\nhost: kuma:443\r\nconnection: close\r\n\r\n");
+            (options, connect)
+        })
+        .await
+        .unwrap();
+        assert!(answer.0.starts_with("HTTP/1.1 204"), "{}", answer.0);
+        assert!(answer.0.to_ascii_lowercase().contains("allow: get, head, post"), "{}", answer.0);
+        assert!(answer.1.starts_with("HTTP/1.1 400"), "{}", answer.1);
+        assert!(answer.1.contains("bad_request_target"), "{}", answer.1);
+        assert_eq!(raw.requests.load(Ordering::SeqCst), 0, "the node saw nothing");
+        assert!(proxy.reports.try_recv().is_err(), "no node was reported as unreachable");
+    });
+}
+
+/// A connection to `base` from the loopback address `from` (127.x.y.z all reach
+/// the local host, each a client address of its own).
+fn connect_from(from: &str, base: &str) -> std::net::TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&format!("{from}:0").parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    socket.connect(&base.parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    let stream: std::net::TcpStream = socket.into();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream
+}
+
+fn exchange_from(from: &str, base: &str, request: &str) -> String {
+    let mut stream = connect_from(from, base);
+    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn connections_past_the_caps_are_answered_503_or_429_and_closed_and_their_places_come_back() {
+    run(async {
+        let a = Backend::start("node1");
+        let caps = [("KUMA_CLUSTER__SERVER__MAX_CONNECTIONS", "3"), ("KUMA_CLUSTER__SERVER__MAX_CONNECTIONS_PER_CLIENT", "2")];
+        let proxy = Proxy::start(table(vec![node("node1", &a.host, true, 0)]), &caps);
+        let base = proxy.base.clone();
+        tokio::task::spawn_blocking(move || {
+            let get = |path: &str| format!("GET {path} HTTP/1.1\r\nhost: kuma\r\nconnection: close\r\n\r\n");
+            let mut held: Vec<_> = (0..2).map(|_| connect_from("127.0.0.1", &base)).collect();
+            let answer = exchange_from("127.0.0.1", &base, &get("/page"));
+            assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+            assert!(answer.contains("too_many_connections_from_client") && answer.contains("connection: close"), "{answer}");
+            held.push(connect_from("127.0.0.2", &base));
+            for path in ["/page", "/lb/ping"] {
+                let answer = exchange_from("127.0.0.3", &base, &get(path));
+                assert!(answer.starts_with("HTTP/1.1 503"), "{path}: {answer}");
+                assert!(answer.contains("too_many_connections") && answer.contains("retry-after: 1"), "{answer}");
+            }
+            drop(held);
+            let back = common::poll_until(WAIT, || exchange_from("127.0.0.1", &base, &get("/page")).starts_with("HTTP/1.1 200"));
+            assert!(back.is_some(), "closed connections give their places back");
+        })
+        .await
+        .unwrap();
+        a.handle.stop(false).await;
+    });
+}
+
+#[test]
+fn a_request_head_over_the_limit_is_answered_431() {
+    run(async {
+        let a = Backend::start("node1");
+        let proxy = Proxy::start(table(vec![node("node1", &a.host, true, 0)]), &[("KUMA_CLUSTER__SERVER__MAX_HEADER_SIZE", "2048")]);
+        let big = "c".repeat(3000);
+        for path in ["/page", "/lb/ping"] {
+            let mut response = proxy.client.get(proxy.url(path)).insert_header(("cookie", big.as_str())).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "{path}");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"], "request_header_too_large");
+        }
+        let small = "c".repeat(1000);
+        let response = proxy.client.get(proxy.url("/page")).insert_header(("cookie", small.as_str())).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
         a.handle.stop(false).await;
     });
 }
@@ -692,6 +819,53 @@ fn fixed_node_endpoints_set_report_and_clear_the_cookie() {
         );
         a.handle.stop(false).await;
         b.handle.stop(false).await;
+    });
+}
+
+#[test]
+fn another_sites_page_cannot_pin_or_unpin_a_browser() {
+    run(async {
+        let a = Backend::start("node1");
+        let proxy = Proxy::start(table(vec![node("node1", &a.host, true, 0)]), &[]);
+        let body = r#"{"node":"node1"}"#;
+        let post = |content_type: &'static str, extra: Option<(&'static str, &'static str)>| {
+            let mut request = proxy.client.post(proxy.url("/lb/set-fixed-node")).insert_header(("content-type", content_type));
+            if let Some(header) = extra {
+                request = request.insert_header(header);
+            }
+            request.send_body(body)
+        };
+        for (content_type, extra, status, error) in [
+            ("text/plain", None, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ("application/x-www-form-urlencoded", None, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ("application/json", Some(("origin", "https://evil.example")), StatusCode::FORBIDDEN, "cross_site"),
+            ("application/json", Some(("origin", "null")), StatusCode::FORBIDDEN, "cross_site"),
+            ("text/plain", Some(("sec-fetch-site", "cross-site")), StatusCode::FORBIDDEN, "cross_site"),
+        ] {
+            let mut response = post(content_type, extra).await.unwrap();
+            assert!(response.headers().get("set-cookie").is_none(), "{content_type} {extra:?}");
+            let answer: Value = response.json().await.unwrap();
+            assert_eq!((response.status(), answer["error"].as_str()), (status, Some(error)), "{content_type} {extra:?}");
+        }
+        for path in ["/lb/fixed-node/node1", "/lb/clear-fixed-node"] {
+            let response = proxy.client.get(proxy.url(path)).insert_header(("sec-fetch-site", "cross-site")).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
+            assert!(response.headers().get("set-cookie").is_none(), "{path}");
+        }
+        let same_origin = format!("http://{}", proxy.base);
+        let mut response = proxy
+            .client
+            .post(proxy.url("/lb/set-fixed-node"))
+            .insert_header(("origin", same_origin.as_str()))
+            .insert_header(("sec-fetch-site", "same-origin"))
+            .insert_header(("content-type", "application/json; charset=utf-8"))
+            .send_body(body)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "the site's own page may pin");
+        assert!(response.headers().get("set-cookie").is_some());
+        let _ = response.body().await;
+        a.handle.stop(false).await;
     });
 }
 

@@ -401,7 +401,7 @@ fn real_nodes_fail_over_and_back_with_every_monitor_checked_by_exactly_one_proce
     assert_eq!(doubled, BTreeSet::new(), "no monitor checked twice during the failover; (pid, ms after the kill): {seen:?}");
     let last = last_checker(&checks, after);
     assert_eq!(last.len(), total, "every monitor is checked after the failover");
-    let metrics = common::http_request(&listen, "GET", "/metrics", Some(TOKEN)).unwrap();
+    let metrics = common::http_request(&listen, "GET", "/lb/metrics", Some(TOKEN)).unwrap();
     for node in ids.iter().filter(|id| *id != "node2") {
         let down = format!("kuma_cluster_node_transitions_total{{node=\"{node}\",to=\"down\"}}");
         assert!(!metrics.contains(&down), "{node} was marked down during the failover:\n{metrics}");

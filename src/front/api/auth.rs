@@ -1,5 +1,6 @@
 //! Who may use the operations API: bearer tokens compared in constant time, and
-//! an optional allow-list of client networks for everything under `/lb/`.
+//! an optional allow-list of client networks for everything under `/lb/`,
+//! applied as the `/lb` scope's guard.
 
 use crate::config::{ApiSettings, Network};
 use crate::front::error::error;
@@ -7,7 +8,8 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::Next;
-use actix_web::{web, FromRequest, HttpRequest};
+use crate::front::proxy::Worker;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use std::future::{ready, Ready};
 
 /// The configured tokens and networks, shared by every worker.
@@ -68,19 +70,28 @@ impl FromRequest for Authorized {
     }
 }
 
-/// Middleware: clients outside `api.allow` get 403 on every `/lb/` path.
-pub async fn allow_list(
+/// Whether the request's network may use `/lb/` (always, without an allow-list).
+pub fn admits(req: &HttpRequest) -> bool {
+    req.app_data::<web::Data<Access>>().is_none_or(|a| a.admits(req))
+}
+
+/// The 403 for a client outside `api.allow`.
+pub fn forbidden() -> HttpResponse {
+    error(StatusCode::FORBIDDEN, "forbidden", "this client network may not use /lb/")
+}
+
+/// Middleware on the `/lb` scope, so on everything routed there however its
+/// path was spelt: the connection caps, then the network allow-list (403).
+pub async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let path = req.path();
-    let guarded = path == "/lb" || path.starts_with("/lb/");
-    let admitted = !guarded || req.app_data::<web::Data<Access>>().is_none_or(|a| a.admits(req.request()));
-    if admitted {
-        return Ok(next.call(req).await?.map_into_left_body());
+    let capped = req.app_data::<web::Data<Worker>>().and_then(|w| w.front.admission.refusal(req.request()));
+    let refusal = capped.or_else(|| (!admits(req.request())).then(forbidden));
+    match refusal {
+        None => Ok(next.call(req).await?.map_into_left_body()),
+        Some(response) => Ok(req.into_response(response).map_into_right_body()),
     }
-    let response = error(StatusCode::FORBIDDEN, "forbidden", "this client network may not use /lb/");
-    Ok(req.into_response(response).map_into_right_body())
 }
 
 #[cfg(test)]

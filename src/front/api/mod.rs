@@ -24,7 +24,7 @@ use crate::supervisor::actors::cluster::{Apply, ApplyError, ClusterActor};
 use crate::supervisor::publisher::RoutingReader;
 use crate::supervisor::vitals::VitalSigns;
 use actix::Addr;
-use actix_web::http::{header, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse, ResponseError};
 use auth::Access;
@@ -154,18 +154,6 @@ answer_sets! {
     RebalanceAnswers => [200, 400, 401, 409, 503];
 }
 
-/// The old layer's status names, answered at `/lb/<name>` and redirected from `/api/<name>`.
-const STATUS_NAMES: [&str; 8] = [
-    "health",
-    "capacity",
-    "node-status",
-    "health-status",
-    "load-balancer-status",
-    "setup-status",
-    "system-status",
-    "rebalancing-status",
-];
-
 pub fn configure(ops: Ops) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::from(ops.access.clone()))
@@ -185,44 +173,41 @@ pub fn configure(ops: Ops) -> impl FnOnce(&mut web::ServiceConfig) {
                 .wrap(from_fn(forward::to_leader))
         };
         cfg.service(get("/metrics", web::get().to(status::metrics)))
-            .service(get("/lb/ready", web::get().to(status::ready)))
-            .service(get("/lb/health", web::get().to(status::health)))
-            .service(get("/lb/capacity", web::get().to(status::capacity)))
-            .service(get("/lb/node-status", web::get().to(status::node_status)))
-            .service(get("/lb/health-status", web::get().to(status::health_status)))
-            .service(get("/lb/load-balancer-status", web::get().to(status::load_balancer_status)))
-            .service(get("/lb/setup-status", web::get().to(status::setup_status)))
-            .service(get("/lb/system-status", web::get().to(status::system_status)))
-            .service(get("/lb/events", web::get().to(status::events)))
-            .service(get("/lb/moves", web::get().to(status::moves)))
+            .service(get("/ready", web::get().to(status::ready)))
+            .service(get("/health", web::get().to(status::health)))
+            .service(get("/capacity", web::get().to(status::capacity)))
+            .service(get("/node-status", web::get().to(status::node_status)))
+            .service(get("/health-status", web::get().to(status::health_status)))
+            .service(get("/load-balancer-status", web::get().to(status::load_balancer_status)))
+            .service(get("/setup-status", web::get().to(status::setup_status)))
+            .service(get("/system-status", web::get().to(status::system_status)))
+            .service(get("/events", web::get().to(status::events)))
+            .service(get("/moves", web::get().to(status::moves)))
             .service(
-                web::resource("/lb/nodes")
+                web::resource("/nodes")
                     .route(web::get().to(status::list_nodes))
                     .route(web::post().to(nodes::create_node))
                     .default_service(web::to(|req| method_not_allowed(req, "GET, POST")))
                     .wrap(from_fn(forward::to_leader)),
             )
             .service(
-                web::resource("/lb/nodes/{id}")
+                web::resource("/nodes/{id}")
                     .route(web::get().to(status::get_node))
                     .route(web::put().to(nodes::update_node))
                     .route(web::delete().to(nodes::delete_node))
                     .default_service(web::to(|req| method_not_allowed(req, "GET, PUT, DELETE")))
                     .wrap(from_fn(forward::to_leader)),
             )
-            .service(post("/lb/nodes/{id}/drain", web::post().to(actions::drain)))
-            .service(post("/lb/nodes/{id}/maintenance", web::post().to(actions::maintenance)))
-            .service(post("/lb/nodes/{id}/undrain", web::post().to(actions::undrain)))
-            .service(post("/lb/monitors/move", web::post().to(actions::move_monitors)))
-            .service(post("/lb/update-loads", web::post().to(actions::update_loads)))
-            .service(post("/lb/monitor-written", web::post().to(actions::monitor_written)))
-            .service(post("/lb/rebalance", web::post().to(actions::rebalance)))
-            .service(post("/lb/trigger-rebalancing", web::post().to(actions::trigger_rebalancing)))
-            .service(post("/lb/force-rebalance-all", web::post().to(actions::force_rebalance_all)))
-            .service(get("/lb/rebalancing-status", web::get().to(status::rebalancing_status)));
-        for name in STATUS_NAMES {
-            cfg.route(&format!("/api/{name}"), web::get().to(move || redirect(name)));
-        }
+            .service(post("/nodes/{id}/drain", web::post().to(actions::drain)))
+            .service(post("/nodes/{id}/maintenance", web::post().to(actions::maintenance)))
+            .service(post("/nodes/{id}/undrain", web::post().to(actions::undrain)))
+            .service(post("/monitors/move", web::post().to(actions::move_monitors)))
+            .service(post("/update-loads", web::post().to(actions::update_loads)))
+            .service(post("/monitor-written", web::post().to(actions::monitor_written)))
+            .service(post("/rebalance", web::post().to(actions::rebalance)))
+            .service(post("/trigger-rebalancing", web::post().to(actions::trigger_rebalancing)))
+            .service(post("/force-rebalance-all", web::post().to(actions::force_rebalance_all)))
+            .service(get("/rebalancing-status", web::get().to(status::rebalancing_status)));
     }
 }
 
@@ -237,8 +222,4 @@ pub(crate) async fn apply(ops: &Ops, command: Command) -> Result<DecisionSummary
         Ok(Err(ApplyError::Refused(refusal))) => Err(refusal.into()),
         Ok(Err(ApplyError::Failed(_))) | Err(_) => Err(ApiError::Supervisor),
     }
-}
-
-async fn redirect(name: &'static str) -> HttpResponse {
-    HttpResponse::MovedPermanently().insert_header((header::LOCATION, format!("/lb/{name}"))).finish()
 }

@@ -119,7 +119,7 @@ pub(crate) fn capacity_of(table: &RoutingTable) -> Value {
 
 /// Prometheus text format; node ids and counts are more than liveness, so it
 /// takes a token like the rest (Prometheus sends it with `authorization`).
-#[utoipa::path(get, path = "/metrics", tag = "status", security(("bearer" = [])), responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String), (status = 401, description = "no or wrong bearer token", body = ErrorBody)))]
+#[utoipa::path(get, path = "/lb/metrics", tag = "status", security(("bearer" = [])), responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String), (status = 401, description = "no or wrong bearer token", body = ErrorBody)))]
 pub(crate) async fn metrics(_: Authorized, ops: web::Data<Ops>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

@@ -32,35 +32,77 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Sets X-Forwarded-For/-Proto/-Host and X-Real-IP for a request from `peer` that
-/// arrived with `host`. Untrusted clients cannot forge them: their values are
-/// replaced; trusted ones (another proxy in front) are appended to or kept.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: Option<IpAddr>, host: Option<&str>, trust: bool) {
-    let peer = peer.map(|ip| ip.to_string());
-    let value = |s: &str| HeaderValue::from_str(s).ok();
-    let previous_for = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let forwarded_for = match (trust, previous_for, &peer) {
-        (true, Some(prev), Some(ip)) => Some(format!("{prev}, {ip}")),
-        (true, Some(prev), None) => Some(prev),
-        (_, _, ip) => ip.clone(),
+/// Headers by which a client names itself or the way it came. Only a trusted
+/// proxy's are believed.
+const CLIENT_IDENTITY: [&str; 9] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+];
+
+/// How a request reached kuma-cluster.
+pub struct Arrival<'a> {
+    pub peer: Option<IpAddr>,
+    pub host: Option<&'a str>,
+    /// The port the client connected to.
+    pub port: u16,
+    /// The peer is one of `proxy.trusted_proxies`.
+    pub trusted: bool,
+}
+
+/// Sets the X-Forwarded-* family and X-Real-IP. From a client that is not a
+/// trusted proxy, every identity header is removed first, so none it sent
+/// reaches a node; a trusted proxy's are kept, X-Forwarded-For and Forwarded
+/// extended with the peer.
+pub fn set_forwarded(headers: &mut HeaderMap, arrival: &Arrival) {
+    let peer = arrival.peer.map(|ip| ip.to_string());
+    if !arrival.trusted {
+        for name in CLIENT_IDENTITY {
+            headers.remove(name);
+        }
+    }
+    let joined = |name: &str, sep: &str, item: Option<String>| {
+        let previous: Vec<&str> = headers.get_all(name).filter_map(|v| v.to_str().ok()).collect();
+        let all: Vec<String> = previous.iter().map(|p| p.to_string()).chain(item).collect();
+        (!all.is_empty()).then(|| all.join(sep))
     };
-    let real_ip = match (trust, headers.get("x-real-ip").and_then(|v| v.to_str().ok())) {
-        (true, Some(kept)) => Some(kept.to_owned()),
-        _ => peer,
-    };
-    let set = |headers: &mut HeaderMap, name: &'static str, v: Option<String>, keep: bool| {
+    let forwarded_for = joined("x-forwarded-for", ", ", peer.clone());
+    let forwarded = headers
+        .contains_key("forwarded")
+        .then(|| joined("forwarded", ", ", peer.as_deref().map(forwarded_node)))
+        .flatten();
+    let mut put = |name: &'static str, value: Option<String>, keep: bool| {
         if keep && headers.contains_key(name) {
             return;
         }
         headers.remove(name);
-        if let Some(v) = v.as_deref().and_then(value) {
+        if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
             headers.insert(HeaderName::from_static(name), v);
         }
     };
-    set(headers, "x-forwarded-for", forwarded_for, false);
-    set(headers, "x-real-ip", real_ip, false);
-    set(headers, "x-forwarded-proto", Some("http".into()), trust);
-    set(headers, "x-forwarded-host", host.map(str::to_owned), trust);
+    put("x-forwarded-for", forwarded_for, false);
+    if forwarded.is_some() {
+        put("forwarded", forwarded, false);
+    }
+    put("x-real-ip", peer, true);
+    put("x-forwarded-proto", Some("http".into()), true);
+    put("x-forwarded-host", arrival.host.map(str::to_owned), true);
+    put("x-forwarded-port", Some(arrival.port.to_string()), true);
+}
+
+/// A `for=` element of the Forwarded header (RFC 7239 §6: IPv6 in brackets, quoted).
+fn forwarded_node(ip: &str) -> String {
+    if ip.contains(':') {
+        format!("for=\"[{ip}]\"")
+    } else {
+        format!("for={ip}")
+    }
 }
 
 #[cfg(test)]
@@ -94,23 +136,61 @@ mod tests {
         assert!(h.contains_key("x-kept") && h.contains_key("cookie"));
     }
 
+    fn arrival(trusted: bool) -> Arrival<'static> {
+        Arrival { peer: Some("10.1.2.3".parse().unwrap()), host: Some("kuma.example"), port: 8080, trusted }
+    }
+
+    const SPOOFED: [(&str, &str); 9] = [
+        ("forwarded", "for=6.6.6.6;proto=https"),
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "evil.example"),
+        ("x-forwarded-port", "443"),
+        ("x-real-ip", "6.6.6.6"),
+        ("x-client-ip", "6.6.6.6"),
+        ("true-client-ip", "6.6.6.6"),
+        ("cf-connecting-ip", "6.6.6.6"),
+    ];
+
     #[test]
-    fn untrusted_forwarded_headers_are_replaced() {
-        let mut h = map(&[("x-forwarded-for", "6.6.6.6"), ("x-real-ip", "6.6.6.6"), ("x-forwarded-proto", "https")]);
-        set_forwarded(&mut h, Some("10.1.2.3".parse().unwrap()), Some("kuma.example"), false);
+    fn an_untrusted_clients_identity_headers_are_all_replaced_or_removed() {
+        let mut h = map(&SPOOFED);
+        set_forwarded(&mut h, &arrival(false));
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.1.2.3");
         assert_eq!(h.get("x-real-ip").unwrap(), "10.1.2.3");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "kuma.example");
+        assert_eq!(h.get("x-forwarded-port").unwrap(), "8080");
+        for name in ["forwarded", "x-client-ip", "true-client-ip", "cf-connecting-ip"] {
+            assert!(!h.contains_key(name), "{name} reached the node");
+        }
+        assert!(h.iter().all(|(_, v)| !v.to_str().unwrap().contains("6.6.6.6")), "{h:?}");
     }
 
     #[test]
-    fn trusted_forwarded_headers_are_extended_or_kept() {
-        let mut h = map(&[("x-forwarded-for", "1.1.1.1"), ("x-real-ip", "1.1.1.1"), ("x-forwarded-proto", "https")]);
-        set_forwarded(&mut h, Some("10.1.2.3".parse().unwrap()), Some("kuma.example"), true);
-        assert_eq!(h.get("x-forwarded-for").unwrap(), "1.1.1.1, 10.1.2.3");
-        assert_eq!(h.get("x-real-ip").unwrap(), "1.1.1.1");
+    fn a_trusted_proxys_identity_headers_are_kept_and_extended_with_the_peer() {
+        let mut h = map(&SPOOFED);
+        h.append(HeaderName::from_static("x-forwarded-for"), HeaderValue::from_static("7.7.7.7"));
+        set_forwarded(&mut h, &arrival(true));
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "6.6.6.6, 7.7.7.7, 10.1.2.3");
+        assert_eq!(h.get("forwarded").unwrap(), "for=6.6.6.6;proto=https, for=10.1.2.3");
+        assert_eq!(h.get("x-real-ip").unwrap(), "6.6.6.6");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
-        assert_eq!(h.get("x-forwarded-host").unwrap(), "kuma.example");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "evil.example");
+        assert_eq!(h.get("x-forwarded-port").unwrap(), "443");
+        assert_eq!(h.get("cf-connecting-ip").unwrap(), "6.6.6.6");
+    }
+
+    #[test]
+    fn a_trusted_proxy_without_headers_gets_them_set_from_the_connection() {
+        let mut h = HeaderMap::new();
+        let v6 = Arrival { peer: Some("::1".parse().unwrap()), host: None, port: 80, trusted: true };
+        set_forwarded(&mut h, &v6);
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "::1");
+        assert_eq!(h.get("x-forwarded-port").unwrap(), "80");
+        assert!(!h.contains_key("forwarded") && !h.contains_key("x-forwarded-host"));
+        let mut h = map(&[("forwarded", "for=1.1.1.1")]);
+        set_forwarded(&mut h, &v6);
+        assert_eq!(h.get("forwarded").unwrap(), "for=1.1.1.1, for=\"[::1]\"");
     }
 }

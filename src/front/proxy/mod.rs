@@ -7,7 +7,8 @@ pub mod headers;
 pub mod route;
 pub mod websocket;
 
-use crate::config::ProxySettings;
+use crate::config::{ProxySettings, Settings};
+use crate::front::admission::Admission;
 use crate::front::error::error;
 use crate::core::routing::RoutingTable;
 use crate::core::placement::MonitorId;
@@ -27,17 +28,28 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::mpsc;
 
-/// What every worker shares: the snapshot, the settings, and the channel on
-/// which the supervisor hears of failed connects and monitor writes.
+/// What every worker shares: the snapshot, the settings, the connection caps,
+/// and the channel on which the supervisor hears of failed connects and monitor writes.
 #[derive(Clone)]
 pub struct Front {
     pub routing: RoutingReader,
     pub settings: Arc<ProxySettings>,
+    pub admission: Arc<Admission>,
     pub reports: mpsc::Sender<FrontReport>,
     pub metrics: Arc<Metrics>,
 }
 
 impl Front {
+    pub fn new(routing: RoutingReader, settings: &Settings, reports: mpsc::Sender<FrontReport>, metrics: Arc<Metrics>) -> Self {
+        Front {
+            routing,
+            settings: Arc::new(settings.proxy.clone()),
+            admission: Arc::new(Admission::new(&settings.server)),
+            reports,
+            metrics,
+        }
+    }
+
     /// Passive health: ask for an immediate probe of a node that refused a
     /// connection. Never waits; a full channel already has enough reports.
     pub fn suspect(&self, node_id: &str) {
@@ -160,11 +172,17 @@ fn is_idempotent(method: &Method) -> bool {
 
 /// The request headers as sent to a node: the client's, `Host` unchanged, minus
 /// hop-by-hop, plus X-Forwarded-*.
-pub fn upstream_headers(req: &HttpRequest, trust: bool) -> HeaderMap {
+pub fn upstream_headers(req: &HttpRequest, settings: &ProxySettings) -> HeaderMap {
     let mut headers = req.headers().clone();
     headers::strip_hop_by_hop(&mut headers);
-    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
-    headers::set_forwarded(&mut headers, req.peer_addr().map(|a| a.ip()), host, trust);
+    let peer = req.peer_addr().map(|a| a.ip());
+    let arrival = headers::Arrival {
+        peer,
+        host: req.headers().get(header::HOST).and_then(|h| h.to_str().ok()),
+        port: req.app_config().local_addr().port(),
+        trusted: peer.is_some_and(|ip| settings.trusted_proxies.iter().any(|n| n.contains(ip))),
+    };
+    headers::set_forwarded(&mut headers, &arrival);
     headers
 }
 
@@ -193,7 +211,7 @@ async fn forward_http(
     }
     let body = RequestBody::new(payload, length, chunked, settings.max_body);
     // moved into the first attempt; a retry (rare) builds them again
-    let mut headers = Some(upstream_headers(req, settings.trust_forwarded));
+    let mut headers = Some(upstream_headers(req, settings));
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let (mut node, mut tried, mut read_retry_left) = (first, Vec::new(), is_idempotent(req.method()));
     loop {
@@ -201,7 +219,7 @@ async fn forward_http(
             return (error(StatusCode::BAD_GATEWAY, "node_unreachable", "the node has no address"), node);
         };
         let mut request = worker.client.request(req.method().clone(), format!("http://{host}{target}"));
-        *request.headers_mut() = headers.take().unwrap_or_else(|| upstream_headers(req, settings.trust_forwarded));
+        *request.headers_mut() = headers.take().unwrap_or_else(|| upstream_headers(req, settings));
         let failure = match request.send_body(body.attempt()).await {
             Ok(response) => {
                 let node_id = &table.nodes[node].id;

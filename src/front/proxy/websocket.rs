@@ -58,7 +58,7 @@ pub async fn bridge(
         .map(|p| p.trim().to_owned())
         .filter(|p| !p.is_empty())
         .collect();
-    let mut headers = upstream_headers(req, settings.trust_forwarded);
+    let mut headers = upstream_headers(req, settings);
     for name in HANDSHAKE_HEADERS {
         headers.remove(name);
     }
