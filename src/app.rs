@@ -107,10 +107,27 @@ pub async fn dev(mut settings: Settings) -> Result<(), ServeError> {
     run(settings, db, Some(nodes)).await
 }
 
+/// Raises the open-files limit to the hard limit, as nginx's
+/// `worker_rlimit_nofile` would, and warns when even that cannot hold every
+/// connection `server.max_connections` admits with its node connection.
+fn open_files_for(server: &crate::config::ServerSettings) {
+    let needed = server.max_connections as u64 * 2 + 256;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < needed => tracing::warn!(
+            open_files = limit,
+            needed,
+            "the open-files limit is below what server.max_connections needs (a client and a node socket each): raise it (ulimit -n) or lower server.max_connections"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not read or raise the open-files limit"),
+    }
+}
+
 async fn run(settings: Settings, db: DatabaseConnection, dev: Option<Addr<DevNodes>>) -> Result<(), ServeError> {
     let listen = settings.server.listen;
     // the port first: a busy one ends the start before anything else runs
     let listener = std::net::TcpListener::bind(listen).map_err(|source| ServeError::Bind { addr: listen, source })?;
+    open_files_for(&settings.server);
     let settings = Arc::new(settings);
     let publisher = RoutingPublisher::new();
     let (reports_tx, reports) = mpsc::channel(REPORT_QUEUE);

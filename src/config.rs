@@ -740,9 +740,9 @@ mod tests {
     #[test]
     fn connection_header_and_websocket_caps_are_bounded() {
         let s = Settings::load_with_env(None, env(&[])).unwrap();
-        assert_eq!((s.server.max_connections, s.server.max_connections_per_client), (16384, 4096));
+        assert_eq!((s.server.max_connections, s.server.max_connections_per_client), (8192, 2048));
         assert_eq!(s.server.max_header_size, 32 * 1024);
-        assert_eq!((s.proxy.ws_max_total, s.proxy.ws_max_per_node), (8192, 4096));
+        assert_eq!((s.proxy.ws_max_total, s.proxy.ws_max_per_node), (4096, 2048));
         assert_eq!(s.proxy.ws_write_timeout, Duration::from_secs(30));
         for (key, value, name) in [
             ("KUMA_CLUSTER__SERVER__MAX_CONNECTIONS", "0", "server.max_connections"),

@@ -34,6 +34,8 @@ struct Signals {
     upload_started: Notify,
     /// The client has received the first MiB of a download.
     download_started: Notify,
+    /// A flooding websocket's node side found its connection closed.
+    flood_ended: Notify,
 }
 
 async fn echo(req: HttpRequest, body: Bytes, name: web::Data<String>) -> HttpResponse {
@@ -129,6 +131,24 @@ async fn ws_echo(req: HttpRequest, body: web::Payload) -> actix_web::Result<Http
     Ok(response)
 }
 
+/// A node that sends 64 KiB frames as fast as its client takes them, until the
+/// connection is closed.
+async fn ws_flood(req: HttpRequest, body: web::Payload, signals: web::Data<Arc<Signals>>) -> actix_web::Result<HttpResponse> {
+    let (response, mut session, mut stream) = actix_ws::handle(&req, body)?;
+    let signals = signals.get_ref().clone();
+    actix_web::rt::spawn(async move {
+        let frame = Bytes::from(vec![7u8; 64 * 1024]);
+        loop {
+            tokio::select! {
+                sent = session.binary(frame.clone()) => if sent.is_err() { break },
+                message = stream.recv() => if !matches!(message, Some(Ok(_))) { break },
+            }
+        }
+        signals.flood_ended.notify_one();
+    });
+    Ok(response)
+}
+
 struct Backend {
     host: String,
     signals: Arc<Signals>,
@@ -150,6 +170,7 @@ impl Backend {
                 .route("/download", web::get().to(download))
                 .route("/head", web::route().to(head_target))
                 .route("/ws", web::get().to(ws_echo))
+                .route("/flood", web::get().to(ws_flood))
                 .default_service(web::to(echo))
         })
         .workers(1)
@@ -782,6 +803,68 @@ fn a_websocket_is_closed_when_its_node_goes_down() {
             Frame::Close(Some(reason)) => assert_eq!(reason.code, CloseCode::Restart),
             other => panic!("expected a close, got {other:?}"),
         }
+        a.handle.stop(false).await;
+    });
+}
+
+#[test]
+fn websockets_past_the_total_or_a_nodes_cap_get_503_and_plain_http_still_flows() {
+    run(async {
+        let (a, b) = (Backend::start("node1"), Backend::start("node2"));
+        let caps = [("KUMA_CLUSTER__PROXY__WS_MAX_TOTAL", "3"), ("KUMA_CLUSTER__PROXY__WS_MAX_PER_NODE", "2")];
+        let proxy = Proxy::start(table(vec![node("node1", &a.host, true, 0), node("node2", &b.host, true, 0)]), &caps);
+        let open = |pinned: &'static str| {
+            proxy.client.ws(format!("ws://{}/ws", proxy.base)).header("cookie", format!("KUMA_FIXED_NODE={pinned}")).connect()
+        };
+        let refused = |result: Result<_, awc::error::WsClientError>| {
+            matches!(result, Err(awc::error::WsClientError::InvalidResponseStatus(StatusCode::SERVICE_UNAVAILABLE)))
+        };
+        let (_, mut first) = open("node1").await.unwrap();
+        let _second = open("node1").await.unwrap();
+        assert!(refused(open("node1").await), "node1 holds its cap of 2");
+        let _third = open("node2").await.unwrap();
+        assert!(refused(open("node2").await), "the total of 3 is reached");
+        let (status, _, _) = proxy.get("/page", None).await;
+        assert_eq!(status, StatusCode::OK, "plain HTTP is not held up by websockets");
+        first.send(awc::ws::Message::Close(None)).await.unwrap();
+        let mut again = None;
+        for _ in 0..600 {
+            if let Ok(connected) = open("node1").await {
+                again = Some(connected);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(again.is_some(), "a closed websocket gives its place back");
+        a.handle.stop(false).await;
+        b.handle.stop(false).await;
+    });
+}
+
+#[test]
+fn a_client_that_stops_reading_is_closed_after_the_write_timeout_and_its_node_connection_with_it() {
+    run(async {
+        let a = Backend::start("node1");
+        let settings = [("KUMA_CLUSTER__PROXY__WS_WRITE_TIMEOUT", "1s"), ("KUMA_CLUSTER__PROXY__WS_MAX_TOTAL", "1")];
+        let proxy = Proxy::start(table(vec![node("node1", &a.host, true, 0)]), &settings);
+        let mut stuck = tokio::net::TcpStream::connect(&proxy.base).await.unwrap();
+        let handshake = "GET /flood HTTP/1.1\r\nhost: kuma\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+                         sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n";
+        tokio::io::AsyncWriteExt::write_all(&mut stuck, handshake.as_bytes()).await.unwrap();
+        // the client reads nothing from here on, while the node floods
+        tokio::time::timeout(WAIT, a.signals.flood_ended.notified())
+            .await
+            .expect("the node's side of a stuck websocket is closed");
+        let mut reopened = false;
+        for _ in 0..600 {
+            if proxy.client.ws(format!("ws://{}/ws", proxy.base)).connect().await.is_ok() {
+                reopened = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(reopened, "the stuck bridge ended and gave its place back");
+        drop(stuck);
         a.handle.stop(false).await;
     });
 }

@@ -1,9 +1,10 @@
 //! The access path's own limits: open client connections, in all and per
 //! client address, counted when a connection opens and closes (never per
-//! request), and the size of a request head. A connection over a cap is
-//! answered once, clearly, and closed: it is not left waiting in the backlog.
+//! request); the size of a request head; and open websockets, in all and per
+//! node. A connection over a cap is answered once, clearly, and closed: it is
+//! not left waiting in the backlog.
 
-use crate::config::ServerSettings;
+use crate::config::Settings;
 use crate::front::error::error;
 use actix_web::dev::Extensions;
 use actix_web::http::{header, StatusCode};
@@ -21,6 +22,10 @@ pub struct Admission {
     max_total: usize,
     max_per_client: usize,
     max_header: usize,
+    websockets: AtomicUsize,
+    websockets_per_node: Mutex<HashMap<String, usize>>,
+    max_websockets: usize,
+    max_websockets_per_node: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,15 +60,59 @@ impl Drop for Seat {
     }
 }
 
+/// An open websocket's place in the counts, given back when the bridge ends.
+pub struct WebsocketSeat {
+    admission: Arc<Admission>,
+    node: String,
+}
+
+impl Drop for WebsocketSeat {
+    fn drop(&mut self) {
+        self.admission.websockets.fetch_sub(1, Ordering::Relaxed);
+        let mut nodes = self.admission.websockets_per_node.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = nodes.get_mut(&self.node) {
+            *n -= 1;
+            if *n == 0 {
+                nodes.remove(&self.node);
+            }
+        }
+    }
+}
+
 impl Admission {
-    pub fn new(settings: &ServerSettings) -> Self {
+    pub fn new(settings: &Settings) -> Self {
         Admission {
             open: AtomicUsize::new(0),
             per_client: Mutex::default(),
-            max_total: settings.max_connections,
-            max_per_client: settings.max_connections_per_client,
-            max_header: settings.max_header_size,
+            max_total: settings.server.max_connections,
+            max_per_client: settings.server.max_connections_per_client,
+            max_header: settings.server.max_header_size,
+            websockets: AtomicUsize::new(0),
+            websockets_per_node: Mutex::default(),
+            max_websockets: settings.proxy.ws_max_total,
+            max_websockets_per_node: settings.proxy.ws_max_per_node,
         }
+    }
+
+    /// A place for one more websocket to `node`, or the 503 that says which cap is reached.
+    pub fn websocket(self: &Arc<Self>, node: &str) -> Result<WebsocketSeat, HttpResponse> {
+        let refused = |detail: String| error(StatusCode::SERVICE_UNAVAILABLE, "websocket_limit", detail);
+        if self.websockets.fetch_add(1, Ordering::Relaxed) >= self.max_websockets {
+            self.websockets.fetch_sub(1, Ordering::Relaxed);
+            return Err(refused(format!("{} websockets are open, the most proxy.ws_max_total allows", self.max_websockets)));
+        }
+        let mut nodes = self.websockets_per_node.lock().unwrap_or_else(|e| e.into_inner());
+        let n = nodes.entry(node.to_owned()).or_default();
+        if *n >= self.max_websockets_per_node {
+            drop(nodes);
+            self.websockets.fetch_sub(1, Ordering::Relaxed);
+            return Err(refused(format!(
+                "node {node} holds {} websockets, the most proxy.ws_max_per_node allows",
+                self.max_websockets_per_node
+            )));
+        }
+        *n += 1;
+        Ok(WebsocketSeat { admission: self.clone(), node: node.to_owned() })
     }
 
     pub fn max_total(&self) -> usize {
@@ -140,12 +189,12 @@ mod tests {
     use super::*;
 
     fn admission(total: usize, per_client: usize) -> Arc<Admission> {
-        Arc::new(Admission::new(&ServerSettings {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            max_connections: total,
-            max_connections_per_client: per_client,
-            max_header_size: 1024,
-        }))
+        let mut settings = Settings::load_with_env(None, Vec::new()).unwrap();
+        settings.server.max_connections = total;
+        settings.server.max_connections_per_client = per_client;
+        settings.proxy.ws_max_total = total;
+        settings.proxy.ws_max_per_node = per_client;
+        Arc::new(Admission::new(&settings))
     }
 
     #[test]
@@ -164,5 +213,22 @@ mod tests {
         drop((second, third));
         assert_eq!(a.open(), 0);
         assert!(a.per_client.lock().unwrap().is_empty(), "no address is remembered after its last connection");
+    }
+
+    #[test]
+    fn websockets_past_the_total_or_a_nodes_cap_are_refused_and_ending_gives_the_place_back() {
+        let a = admission(3, 2);
+        let first = a.websocket("node1").unwrap();
+        let _second = a.websocket("node1").unwrap();
+        let refused = a.websocket("node1").err().unwrap();
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let _third = a.websocket("node2").unwrap();
+        assert!(a.websocket("node3").is_err(), "the total is reached");
+        drop(first);
+        let _again = a.websocket("node1").unwrap();
+        assert_eq!(a.websockets.load(Ordering::Relaxed), 3);
+        drop((_second, _third, _again));
+        assert_eq!(a.websockets.load(Ordering::Relaxed), 0);
+        assert!(a.websockets_per_node.lock().unwrap().is_empty());
     }
 }

@@ -286,6 +286,7 @@ impl SimNode {
                 .route("/api/v1/reconcile-monitors", web::post().to(reconcile_now))
                 .route("/api/v1/monitors", web::post().to(create_monitor))
                 .route("/api/v1/running", web::get().to(running))
+                .route("/socket.io/", web::get().to(socket_io))
                 .route("/", web::get().to(page))
         })
         .workers(1)
@@ -453,6 +454,66 @@ async fn page(sim: web::Data<Sim>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/html; charset=utf-8").body(format!(
         "<!doctype html><title>{id}</title><h1>Simulated Kuma node {id}</h1><p>Running {count} monitors.</p>"
     ))
+}
+
+/// Engine.IO's heartbeat, as Kuma's socket.io server sends it.
+const SOCKET_IO_PING: Duration = Duration::from_secs(25);
+
+/// Kuma's live-data socket as far as a proxy sees it: socket.io over the
+/// websocket transport only (Engine.IO 4). The node opens with its handshake
+/// packet, pings every 25 s, and answers a namespace connect; a request for
+/// any other transport is refused as Kuma refuses it. Kuma's `Origin` check
+/// is kept: the `Origin` host must be the `Host` header.
+async fn socket_io(req: HttpRequest, body: web::Payload) -> HttpResponse {
+    let query = req.query_string();
+    if !query.split('&').any(|p| p == "transport=websocket") || !query.split('&').any(|p| p == "EIO=4") {
+        return HttpResponse::BadRequest().json(json!({ "code": 0, "message": "Transport unknown" }));
+    }
+    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if origin.is_some_and(|o| o.split_once("://").map(|(_, rest)| rest.trim_end_matches('/')) != Some(host)) {
+        return HttpResponse::BadRequest().json(json!({ "code": 4, "message": "Forbidden" }));
+    }
+    let (response, mut session, mut stream) = match actix_ws::handle(&req, body) {
+        Ok(accepted) => accepted,
+        Err(e) => return HttpResponse::BadRequest().body(e.to_string()),
+    };
+    actix_rt::spawn(async move {
+        let sid = || format!("{:016x}", fastrand::u64(..));
+        let open = json!({ "sid": sid(), "upgrades": [], "pingInterval": 25000, "pingTimeout": 20000, "maxPayload": 1000000 });
+        if session.text(format!("0{open}")).await.is_err() {
+            return;
+        }
+        let mut ping = actix_rt::time::interval(SOCKET_IO_PING);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                message = stream.recv() => {
+                    let sent = match message {
+                        Some(Ok(actix_ws::Message::Text(text))) if text.starts_with("40") => {
+                            session.text(format!("40{}", json!({ "sid": sid() }))).await
+                        }
+                        Some(Ok(actix_ws::Message::Ping(bytes))) => session.pong(&bytes).await,
+                        Some(Ok(actix_ws::Message::Close(reason))) => {
+                            let _ = session.close(reason).await;
+                            return;
+                        }
+                        Some(Ok(_)) => Ok(()),
+                        Some(Err(_)) | None => return,
+                    };
+                    if sent.is_err() {
+                        return;
+                    }
+                }
+                _ = ping.tick() => {
+                    if session.text("2").await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    response
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ impl Front {
         Front {
             routing,
             settings: Arc::new(settings.proxy.clone()),
-            admission: Arc::new(Admission::new(&settings.server)),
+            admission: Arc::new(Admission::new(settings)),
             reports,
             metrics,
         }
@@ -85,11 +85,15 @@ impl MonitorWrite {
 /// The largest create answer read to learn the new monitor's id and home.
 const MAX_CREATE_ANSWER: usize = 64 * 1024;
 
-/// Per-worker state (one thread each): the pooled HTTP client, the balancer and
-/// the worker's own metrics shard.
+/// Per-worker state (one thread each): the pooled HTTP client, the websocket
+/// client, the balancer and the worker's own metrics shard.
 pub struct Worker {
     pub front: Front,
     pub client: awc::Client,
+    /// Its own connector without a limit: an open websocket keeps its
+    /// connection for life, and must never hold a place plain HTTP waits for
+    /// (`proxy.ws_max_total` and `ws_max_per_node` bound them instead).
+    pub websockets: awc::Client,
     pub balancer: RefCell<Balancer>,
     stats: Arc<Mutex<ProxyShard>>,
 }
@@ -107,8 +111,13 @@ impl Worker {
             .disable_redirects()
             .no_default_headers()
             .finish();
+        let websockets = awc::Client::builder()
+            .connector(awc::Connector::new().timeout(s.connect_timeout).limit(0))
+            .timeout(s.read_timeout)
+            .no_default_headers()
+            .finish();
         let stats = front.metrics.shard();
-        Worker { front, client, balancer: RefCell::default(), stats }
+        Worker { front, client, websockets, balancer: RefCell::default(), stats }
     }
 }
 

@@ -2,11 +2,14 @@
 //! actix-ws only after the node accepted ours (so the node's chosen subprotocol is
 //! the one the client gets), then frames are copied both ways: text, binary,
 //! continuations, ping/pong and close codes unchanged. The bridge ends on an idle
-//! timeout, and when its node leaves the ready set, so clients reconnect to a
-//! live node.
+//! timeout, when its node leaves the ready set (so clients reconnect to a live
+//! node), and when either side stops taking frames for `proxy.ws_write_timeout`
+//! (backpressure: a frame is read from one side only once the other took the
+//! last one, and a side that takes none is closed, with the other).
 
 use super::{upstream_headers, Worker};
 use crate::front::error::error;
+use crate::front::admission::WebsocketSeat;
 use crate::metrics::WebsocketGuard;
 use crate::core::routing::RoutingTable;
 use crate::supervisor::publisher::RoutingReader;
@@ -20,6 +23,7 @@ use awc::ws::{Codec, Frame};
 use awc::BoxedSocket;
 use bytestring::ByteString;
 use futures_util::{SinkExt, StreamExt};
+use std::future::Future;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -64,11 +68,15 @@ pub async fn bridge(
     }
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let (mut node, mut tried) = (first, Vec::new());
-    let (response, upstream) = loop {
+    let (response, upstream, seat) = loop {
         let Some(host) = table.nodes[node].host.as_deref() else {
             return (error(StatusCode::BAD_GATEWAY, "node_unreachable", "the node has no address"), node);
         };
-        let mut request = worker.client.ws(format!("ws://{host}{target}")).max_frame_size(settings.ws_max_frame);
+        let seat = match worker.front.admission.websocket(&table.nodes[node].id) {
+            Ok(seat) => seat,
+            Err(refusal) => return (refusal, node),
+        };
+        let mut request = worker.websockets.ws(format!("ws://{host}{target}")).max_frame_size(settings.ws_max_frame);
         for (name, value) in &headers {
             request = request.header(name.clone(), value.clone());
         }
@@ -76,7 +84,7 @@ pub async fn bridge(
             request = request.protocols(&protocols);
         }
         match request.connect().await {
-            Ok(connected) => break connected,
+            Ok((response, upstream)) => break (response, upstream, seat),
             Err(WsClientError::SendRequest(e)) if super::nothing_sent(&e) => {
                 let node_id = &table.nodes[node].id;
                 tracing::warn!(node_id = %node_id, error = %e, "websocket connect failed");
@@ -106,9 +114,11 @@ pub async fn bridge(
     };
     let link = Link {
         _open: worker.front.metrics.websocket(),
+        _seat: seat,
         routing: worker.front.routing.clone(),
         node_id: table.nodes[node].id.clone(),
         idle: settings.ws_idle_timeout,
+        write_timeout: settings.ws_write_timeout,
     };
     actix_web::rt::spawn(link.run(session, stream.max_frame_size(settings.ws_max_frame), upstream));
     (client_response, node)
@@ -117,13 +127,22 @@ pub async fn bridge(
 struct Link {
     /// Counts this bridge in the open-websockets gauge while it lives.
     _open: WebsocketGuard,
+    /// Holds its place under the websocket caps while it lives.
+    _seat: WebsocketSeat,
     routing: RoutingReader,
     node_id: String,
     idle: Duration,
+    write_timeout: Duration,
 }
 
 fn reason(code: CloseCode, description: &str) -> Option<CloseReason> {
     Some(CloseReason { code, description: Some(description.to_owned()) })
+}
+
+/// Whether a side took a frame within `limit`: one that did not, or failed, is
+/// given up on.
+async fn taken<T, E>(limit: Duration, send: impl Future<Output = Result<T, E>>) -> bool {
+    matches!(tokio::time::timeout(limit, send).await, Ok(Ok(_)))
 }
 
 impl Link {
@@ -150,7 +169,7 @@ impl Link {
                         Some(Ok(Message::Nop)) => continue,
                         Some(Ok(Message::Close(close))) => {
                             // pass the close on and hand the node's answer back
-                            let _ = to_node.send(awc::ws::Message::Close(close.clone())).await;
+                            taken(CLOSE_GRACE, to_node.send(awc::ws::Message::Close(close.clone()))).await;
                             let answer = tokio::time::timeout(CLOSE_GRACE, async {
                                 while let Some(Ok(frame)) = from_node.next().await {
                                     if let Frame::Close(answer) = frame {
@@ -160,64 +179,65 @@ impl Link {
                                 close
                             })
                             .await;
-                            let _ = session.close(answer.unwrap_or(None)).await;
+                            taken(CLOSE_GRACE, session.close(answer.unwrap_or(None))).await;
                             return;
                         }
                         Some(Err(e)) => {
-                            let _ = to_node.send(awc::ws::Message::Close(reason(CloseCode::Protocol, "client protocol error"))).await;
-                            let _ = session.close(reason(CloseCode::Protocol, &e.to_string())).await;
+                            taken(CLOSE_GRACE, to_node.send(awc::ws::Message::Close(reason(CloseCode::Protocol, "client protocol error")))).await;
+                            taken(CLOSE_GRACE, session.close(reason(CloseCode::Protocol, &e.to_string()))).await;
                             return;
                         }
                         None => {
-                            let _ = to_node.send(awc::ws::Message::Close(reason(CloseCode::Away, "client went away"))).await;
+                            taken(CLOSE_GRACE, to_node.send(awc::ws::Message::Close(reason(CloseCode::Away, "client went away")))).await;
                             return;
                         }
                     };
                     if to_node.send(forwarded).await.is_err() {
-                        let _ = session.close(reason(CloseCode::Error, "node connection lost")).await;
+                        taken(CLOSE_GRACE, session.close(reason(CloseCode::Error, "node connection lost"))).await;
                         return;
                     }
                 }
                 frame = from_node.next() => {
                     let sent = match frame {
                         Some(Ok(Frame::Text(bytes))) => match ByteString::try_from(bytes) {
-                            Ok(text) => session.text(text).await,
+                            Ok(text) => taken(self.write_timeout, session.text(text)).await,
                             Err(_) => {
-                                let _ = to_node.send(awc::ws::Message::Close(reason(CloseCode::Invalid, "text is not UTF-8"))).await;
-                                let _ = session.close(reason(CloseCode::Error, "node sent invalid text")).await;
+                                taken(CLOSE_GRACE, to_node.send(awc::ws::Message::Close(reason(CloseCode::Invalid, "text is not UTF-8")))).await;
+                                taken(CLOSE_GRACE, session.close(reason(CloseCode::Error, "node sent invalid text"))).await;
                                 return;
                             }
                         },
-                        Some(Ok(Frame::Binary(bytes))) => session.binary(bytes).await,
-                        Some(Ok(Frame::Continuation(item))) => session.continuation(item).await,
-                        Some(Ok(Frame::Ping(bytes))) => session.ping(&bytes).await,
-                        Some(Ok(Frame::Pong(bytes))) => session.pong(&bytes).await,
+                        Some(Ok(Frame::Binary(bytes))) => taken(self.write_timeout, session.binary(bytes)).await,
+                        Some(Ok(Frame::Continuation(item))) => taken(self.write_timeout, session.continuation(item)).await,
+                        Some(Ok(Frame::Ping(bytes))) => taken(self.write_timeout, session.ping(&bytes)).await,
+                        Some(Ok(Frame::Pong(bytes))) => taken(self.write_timeout, session.pong(&bytes)).await,
                         Some(Ok(Frame::Close(close))) => {
-                            let _ = session.close(close.clone()).await;
-                            let _ = to_node.send(awc::ws::Message::Close(close)).await;
+                            taken(CLOSE_GRACE, session.close(close.clone())).await;
+                            taken(CLOSE_GRACE, to_node.send(awc::ws::Message::Close(close))).await;
                             return;
                         }
                         Some(Err(_)) | None => {
-                            let _ = session.close(reason(CloseCode::Error, "node connection lost")).await;
+                            taken(CLOSE_GRACE, session.close(reason(CloseCode::Error, "node connection lost"))).await;
                             return;
                         }
                     };
-                    if sent.is_err() {
-                        let _ = to_node.send(awc::ws::Message::Close(reason(CloseCode::Away, "client went away"))).await;
+                    if !sent {
+                        tracing::info!(node_id = %self.node_id, "closing a websocket: the client took no frame in time or is gone");
+                        taken(CLOSE_GRACE, to_node.send(awc::ws::Message::Close(reason(CloseCode::Away, "client went away")))).await;
                         return;
                     }
                 }
                 () = &mut idle => {
-                    let _ = to_node.send(awc::ws::Message::Close(reason(CloseCode::Away, "idle timeout"))).await;
-                    let _ = session.close(reason(CloseCode::Away, "idle timeout")).await;
+                    taken(CLOSE_GRACE, to_node.send(awc::ws::Message::Close(reason(CloseCode::Away, "idle timeout")))).await;
+                    taken(CLOSE_GRACE, session.close(reason(CloseCode::Away, "idle timeout"))).await;
                     return;
                 }
                 changed = generations.changed(), if watching => {
                     watching = changed.is_ok();
                     if !self.node_ready() {
                         tracing::info!(node_id = %self.node_id, "closing a websocket: its node is no longer ready");
-                        let _ = to_node.send(awc::ws::Message::Close(reason(CloseCode::Restart, "node left the cluster"))).await;
-                        let _ = session.close(reason(CloseCode::Restart, "node went down; reconnect")).await;
+                        taken(CLOSE_GRACE, to_node.send(awc::ws::Message::Close(reason(CloseCode::Restart, "node left the cluster")))).await;
+                        taken(CLOSE_GRACE, session.close(reason(CloseCode::Restart, "node went down; reconnect"))).await;
                         return;
                     }
                     continue;
