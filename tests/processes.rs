@@ -1,7 +1,8 @@
-//! End to end with real processes on MariaDB: three `kuma-cluster sim-node`
-//! processes and `kuma-cluster serve`. A node killed with SIGKILL has its
+//! End to end with real processes: `kuma-cluster sim-node` processes and
+//! `kuma-cluster serve`. On MariaDB, a node killed with SIGKILL has its
 //! monitors run by exactly one live node each, and gets them back when it
-//! restarts; in between, no monitor runs on zero nodes or on two.
+//! restarts; in between, no monitor runs on zero nodes or on two. On SQLite,
+//! thousands of idle websockets through one worker leave plain HTTP served.
 
 mod common;
 
@@ -19,6 +20,79 @@ mod mariadb {
     fn a_killed_sim_node_process_fails_over_and_back_with_every_monitor_run_exactly_once() {
         super::killed_sim_node_process_fails_over_and_back();
     }
+}
+
+mod sqlite {
+    #[test]
+    fn five_thousand_idle_websockets_through_one_worker_leave_plain_http_served() {
+        super::idle_websockets_leave_http_served(5000);
+    }
+}
+
+/// The open websockets `/lb/metrics` reports.
+fn websockets_open(listen: &str) -> Option<u64> {
+    let raw = common::http_request(listen, "GET", "/lb/metrics", Some(TOKEN))?;
+    raw.lines().find_map(|l| l.strip_prefix("kuma_cluster_websockets_open ")?.trim().parse().ok())
+}
+
+fn idle_websockets_leave_http_served(count: usize) {
+    use futures_util::StreamExt;
+    common::run(async {
+        let t = TestDb::sqlite().await;
+        t.migrate().await;
+        t.add_monitors("sim1", 5).await;
+        let port = common::free_port();
+        let host = format!("127.0.0.1:{port}");
+        let _sim = sim_process("sim1", port, &t.url, AUTH, SPEED);
+        poll_until(LIMIT, || common::http_get(&host, "/api/v1/health").is_some_and(|r| r.starts_with("HTTP/1.1 200")))
+            .expect("sim node answers");
+        let polling = common::http_get(&host, "/socket.io/?EIO=4&transport=polling").unwrap();
+        assert!(polling.starts_with("HTTP/1.1 400"), "like Kuma, the sim speaks socket.io over websockets only: {polling}");
+        let listen = format!("127.0.0.1:{}", common::free_port());
+        let (total, connections) = ((count + 100).to_string(), (count + 200).to_string());
+        let _cluster = common::serve_process(&t.url, &listen, TOKEN, AUTH, &[
+            ("KUMA_CLUSTER__PROXY__WORKERS", "1"),
+            ("KUMA_CLUSTER__PROXY__WS_MAX_TOTAL", total.as_str()),
+            ("KUMA_CLUSTER__PROXY__WS_MAX_PER_NODE", total.as_str()),
+            ("KUMA_CLUSTER__SERVER__MAX_CONNECTIONS", connections.as_str()),
+            ("KUMA_CLUSTER__SERVER__MAX_CONNECTIONS_PER_CLIENT", connections.as_str()),
+        ]);
+        poll_until(LIMIT, || common::http_get(&listen, "/lb/available-nodes").is_some_and(|r| r.contains(r#""ready":1"#)))
+            .expect("kuma-cluster sees the node ready");
+        let client = awc::Client::builder()
+            .connector(awc::Connector::new().limit(0))
+            .timeout(Duration::from_secs(60))
+            .finish();
+        let url = format!("ws://{listen}/socket.io/?EIO=4&transport=websocket");
+        let mut sockets = Vec::with_capacity(count);
+        while sockets.len() < count {
+            let batch = futures_util::future::join_all((0..50).map(|_| async {
+                let (_, mut socket) = client.ws(url.as_str()).connect().await.expect("a websocket opens through the front door");
+                match socket.next().await {
+                    Some(Ok(awc::ws::Frame::Text(open))) => assert!(open.starts_with(b"0{"), "the node's socket.io handshake"),
+                    other => panic!("expected the socket.io open packet, got {other:?}"),
+                }
+                socket
+            }))
+            .await;
+            sockets.extend(batch);
+        }
+        let listen_http = listen.clone();
+        tokio::task::spawn_blocking(move || {
+            assert_eq!(websockets_open(&listen_http), Some(count as u64));
+            for _ in 0..20 {
+                let page = common::http_get(&listen_http, "/").expect("plain HTTP answers with the websockets open");
+                assert!(page.starts_with("HTTP/1.1 200") && page.contains("Simulated Kuma node sim1"), "{page}");
+            }
+        })
+        .await
+        .unwrap();
+        drop(sockets);
+        let listen_http = listen.clone();
+        let closed = tokio::task::spawn_blocking(move || poll_until(LIMIT, || websockets_open(&listen_http) == Some(0))).await.unwrap();
+        assert!(closed.is_some(), "every bridge ends when its client leaves");
+        t.drop_db().await;
+    });
 }
 
 fn killed_sim_node_process_fails_over_and_back() {
