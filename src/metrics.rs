@@ -1,14 +1,17 @@
 //! Prometheus metrics, rendered in the text exposition format at `/lb/metrics`.
 //!
 //! Writers never share a lock: the supervisor's counters are written from the
-//! actors' thread only, and each proxy worker owns a shard of its own, whose lock
-//! is contended only while a scrape merges the shards.
+//! actors' thread only, and each proxy worker owns a shard of atomics that it
+//! alone writes (a lock is taken only to add a node and status pair the worker
+//! has not seen before, or by a scrape).
 
 use crate::core::health::Health;
 use crate::core::routing::RoutingTable;
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -70,29 +73,65 @@ struct Supervision {
     fenced_decisions: u64,
 }
 
-/// One proxy worker's counters.
+/// A latency histogram that one writer fills with atomics and a scrape reads.
 #[derive(Default)]
-pub struct ProxyShard {
-    requests: BTreeMap<String, BTreeMap<u16, u64>>,
-    latency: Histogram,
+struct AtomicHistogram {
+    counts: [AtomicU64; BUCKETS.len()],
+    nanos: AtomicU64,
+    count: AtomicU64,
 }
 
-impl ProxyShard {
-    pub fn request(&mut self, node: &str, status: u16, took: Duration) {
-        match self.requests.get_mut(node) {
-            Some(by_status) => *by_status.entry(status).or_default() += 1,
-            None => {
-                self.requests.insert(node.to_owned(), BTreeMap::from([(status, 1)]));
-            }
+impl AtomicHistogram {
+    fn observe(&self, value: Duration) {
+        let seconds = value.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|&upper| seconds <= upper) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
         }
-        self.latency.observe(took);
+        self.nanos.fetch_add(u64::try_from(value.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn read(&self) -> Histogram {
+        Histogram {
+            counts: std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed)),
+            sum: self.nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            count: self.count.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One proxy worker's counters, as the scrape reads them.
+#[derive(Default)]
+struct ProxyShard {
+    /// Each node and status pair the worker has answered, with its count.
+    requests: Mutex<Vec<(String, u16, Arc<AtomicU64>)>>,
+    latency: AtomicHistogram,
+}
+
+/// A proxy worker's handle on its shard (one thread: no lock on the request path).
+pub struct ProxyStats {
+    shard: Arc<ProxyShard>,
+    counters: RefCell<HashMap<String, Vec<(u16, Arc<AtomicU64>)>>>,
+}
+
+impl ProxyStats {
+    pub fn request(&self, node: &str, status: u16, took: Duration) {
+        self.shard.latency.observe(took);
+        let mut counters = self.counters.borrow_mut();
+        if let Some((_, count)) = counters.get(node).and_then(|by_status| by_status.iter().find(|(s, _)| *s == status)) {
+            count.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let count = Arc::new(AtomicU64::new(1));
+        lock(&self.shard.requests).push((node.to_owned(), status, count.clone()));
+        counters.entry(node.to_owned()).or_default().push((status, count));
     }
 }
 
 #[derive(Default)]
 pub struct Metrics {
     supervision: Mutex<Supervision>,
-    shards: Mutex<Vec<Arc<Mutex<ProxyShard>>>>,
+    shards: Mutex<Vec<Arc<ProxyShard>>>,
     websockets: AtomicI64,
 }
 
@@ -151,10 +190,11 @@ impl Metrics {
     }
 
     /// A new shard for one proxy worker.
-    pub fn shard(&self) -> Arc<Mutex<ProxyShard>> {
-        let shard = Arc::new(Mutex::new(ProxyShard::default()));
+    /// A new proxy worker's counters.
+    pub fn shard(&self) -> ProxyStats {
+        let shard = Arc::new(ProxyShard::default());
         lock(&self.shards).push(shard.clone());
-        shard
+        ProxyStats { shard, counters: RefCell::default() }
     }
 
     /// Counts an open websocket until the returned guard is dropped.
@@ -220,13 +260,10 @@ impl Metrics {
         }
         let (mut requests, mut latency) = (BTreeMap::<(String, u16), u64>::new(), Histogram::default());
         for shard in lock(&self.shards).iter() {
-            let shard = lock(shard);
-            for (node, by_status) in &shard.requests {
-                for (status, count) in by_status {
-                    *requests.entry((node.clone(), *status)).or_default() += count;
-                }
+            for (node, status, count) in lock(&shard.requests).iter() {
+                *requests.entry((node.clone(), *status)).or_default() += count.load(Ordering::Relaxed);
             }
-            latency.merge(&shard.latency);
+            latency.merge(&shard.latency.read());
         }
         let _ = writeln!(out, "# HELP kuma_cluster_proxy_requests_total Proxied requests by node and status.");
         let _ = writeln!(out, "# TYPE kuma_cluster_proxy_requests_total counter");
@@ -274,14 +311,16 @@ mod tests {
     fn proxy_shards_are_merged_at_scrape_time() {
         let metrics = Arc::new(Metrics::default());
         let (a, b) = (metrics.shard(), metrics.shard());
-        lock(&a).request("node1", 200, Duration::from_millis(1));
-        lock(&b).request("node1", 200, Duration::from_millis(1));
-        lock(&b).request("node2", 502, Duration::from_millis(1));
+        a.request("node1", 200, Duration::from_millis(1));
+        b.request("node1", 200, Duration::from_millis(1));
+        b.request("node2", 502, Duration::from_millis(1));
+        b.request("node2", 502, Duration::from_millis(1));
         let guard = metrics.websocket();
         let out = metrics.render(&RoutingTable::default());
         assert!(out.contains("kuma_cluster_proxy_requests_total{node=\"node1\",status=\"200\"} 2\n"), "{out}");
-        assert!(out.contains("kuma_cluster_proxy_requests_total{node=\"node2\",status=\"502\"} 1\n"));
-        assert!(out.contains("kuma_cluster_proxy_duration_seconds_count 3\n"));
+        assert!(out.contains("kuma_cluster_proxy_requests_total{node=\"node2\",status=\"502\"} 2\n"));
+        assert!(out.contains("kuma_cluster_proxy_duration_seconds_count 4\n"));
+        assert!(out.contains("kuma_cluster_proxy_duration_seconds_sum 0.004\n"), "{out}");
         assert!(out.contains("kuma_cluster_websockets_open 1\n"));
         drop(guard);
         assert!(metrics.render(&RoutingTable::default()).contains("kuma_cluster_websockets_open 0\n"));

@@ -59,6 +59,12 @@ impl RoutingReader {
         self.current.load_full()
     }
 
+    /// The current snapshot without taking a reference on it (no count that
+    /// every thread shares is touched): for a quick look or comparison.
+    pub fn peek(&self) -> arc_swap::Guard<Arc<RoutingTable>> {
+        self.current.load()
+    }
+
     /// A receiver that wakes on every new generation.
     pub fn generations(&self) -> watch::Receiver<u64> {
         self.generations.clone()

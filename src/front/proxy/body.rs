@@ -1,8 +1,9 @@
 //! The request body as forwarded: streamed, never buffered, limited in size, and
 //! replayable on another node only while no byte of it has been read.
 
-use actix_web::body::{BodySize, MessageBody};
+use actix_web::body::BodySize;
 use actix_web::error::PayloadError;
+use http_body::{Frame, SizeHint};
 use actix_web::web::{Bytes, Payload};
 use futures_util::Stream;
 use std::cell::{Cell, RefCell};
@@ -71,14 +72,23 @@ pub struct AttemptBody {
     too_large: Rc<Cell<bool>>,
 }
 
-impl MessageBody for AttemptBody {
+impl http_body::Body for AttemptBody {
+    type Data = Bytes;
     type Error = BodyError;
 
-    fn size(&self) -> BodySize {
-        self.size
+    fn size_hint(&self) -> SizeHint {
+        match self.size {
+            BodySize::Sized(n) => SizeHint::with_exact(n),
+            BodySize::None => SizeHint::with_exact(0),
+            BodySize::Stream => SizeHint::default(),
+        }
     }
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+    fn is_end_stream(&self) -> bool {
+        matches!(self.size, BodySize::None | BodySize::Sized(0))
+    }
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         if matches!(this.size, BodySize::None | BodySize::Sized(0)) {
             return Poll::Ready(None);
@@ -97,7 +107,7 @@ impl MessageBody for AttemptBody {
                     this.too_large.set(true);
                     return Poll::Ready(Some(Err(BodyError::TooLarge)));
                 }
-                Poll::Ready(Some(Ok(chunk)))
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),

@@ -1,50 +1,59 @@
-//! Header rules for forwarding: hop-by-hop stripping (RFC 9110 §7.6.1) and the
+//! Header rules for forwarding, on the header maps hyper sends to and receives
+//! from the nodes: hop-by-hop stripping (RFC 9110 §7.6.1) and the
 //! X-Forwarded-* family.
 
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use std::net::IpAddr;
 
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-/// Removes the hop-by-hop headers and every header the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
+/// Whether a (lower-case) header name is hop-by-hop: it is about one
+/// connection and never passed on.
+fn hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
 }
 
-/// Headers by which a client names itself or the way it came. Only a trusted
-/// proxy's are believed.
-const CLIENT_IDENTITY: [&str; 9] = [
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-real-ip",
-    "x-client-ip",
-    "true-client-ip",
-    "cf-connecting-ip",
-];
+/// Whether a header is one by which a client names itself or the way it
+/// came. Only a trusted proxy's are believed.
+fn identity(name: &str) -> bool {
+    matches!(
+        name,
+        "forwarded"
+            | "x-forwarded-for"
+            | "x-forwarded-proto"
+            | "x-forwarded-host"
+            | "x-forwarded-port"
+            | "x-real-ip"
+            | "x-client-ip"
+            | "true-client-ip"
+            | "cf-connecting-ip"
+    )
+}
+
+/// The end-to-end headers of a message whose (lower-case name, value) pairs
+/// `headers` lists: without the hop-by-hop ones and those its `Connection`
+/// header names.
+pub fn end_to_end<'a, I>(headers: impl Fn() -> I) -> impl Iterator<Item = (&'a str, &'a [u8])>
+where
+    I: Iterator<Item = (&'a str, &'a [u8])>,
+{
+    let named: Vec<&str> = headers()
+        .filter(|(name, _)| *name == "connection")
+        .flat_map(|(_, value)| std::str::from_utf8(value).unwrap_or("").split(','))
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .collect();
+    headers().filter(move |(name, _)| !hop_by_hop(name) && !named.iter().any(|n| n.eq_ignore_ascii_case(name)))
+}
 
 /// How a request reached kuma-cluster.
 pub struct Arrival<'a> {
@@ -56,44 +65,58 @@ pub struct Arrival<'a> {
     pub trusted: bool,
 }
 
-/// Sets the X-Forwarded-* family and X-Real-IP. From a client that is not a
-/// trusted proxy, every identity header is removed first, so none it sent
-/// reaches a node; a trusted proxy's are kept, X-Forwarded-For and Forwarded
-/// extended with the peer.
-pub fn set_forwarded(headers: &mut HeaderMap, arrival: &Arrival) {
+/// The headers a node gets for a client's request, built in one pass: the
+/// end-to-end ones, without the client's identity headers unless it is a
+/// trusted proxy, then X-Forwarded-For/-Proto/-Host/-Port and X-Real-IP. A
+/// trusted proxy's are kept, X-Forwarded-For and Forwarded extended with the
+/// peer; nobody else's reach a node.
+pub fn for_node<'a, I>(client: impl Fn() -> I, arrival: &Arrival) -> HeaderMap
+where
+    I: Iterator<Item = (&'a str, &'a [u8])>,
+{
+    let mut headers = HeaderMap::with_capacity(client().size_hint().0 + 5);
+    for (name, value) in end_to_end(client) {
+        if identity(name) && !arrival.trusted {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(value)) {
+            headers.append(name, value);
+        }
+    }
     let peer = arrival.peer.map(|ip| ip.to_string());
-    if !arrival.trusted {
-        for name in CLIENT_IDENTITY {
-            headers.remove(name);
+    let peer_value = peer.as_deref().and_then(|ip| HeaderValue::from_str(ip).ok());
+    if arrival.trusted {
+        let forwarded_for = joined(&headers, "x-forwarded-for", peer.clone());
+        put(&mut headers, "x-forwarded-for", forwarded_for.and_then(|v| HeaderValue::from_str(&v).ok()), false);
+        if headers.contains_key("forwarded") {
+            let forwarded = joined(&headers, "forwarded", peer.as_deref().map(forwarded_node));
+            put(&mut headers, "forwarded", forwarded.and_then(|v| HeaderValue::from_str(&v).ok()), false);
         }
+    } else {
+        put(&mut headers, "x-forwarded-for", peer_value.clone(), false);
     }
-    let joined = |name: &str, sep: &str, item: Option<String>| {
-        let previous: Vec<&str> = headers.get_all(name).filter_map(|v| v.to_str().ok()).collect();
-        let all: Vec<String> = previous.iter().map(|p| p.to_string()).chain(item).collect();
-        (!all.is_empty()).then(|| all.join(sep))
-    };
-    let forwarded_for = joined("x-forwarded-for", ", ", peer.clone());
-    let forwarded = headers
-        .contains_key("forwarded")
-        .then(|| joined("forwarded", ", ", peer.as_deref().map(forwarded_node)))
-        .flatten();
-    let mut put = |name: &'static str, value: Option<String>, keep: bool| {
-        if keep && headers.contains_key(name) {
-            return;
-        }
-        headers.remove(name);
-        if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
-            headers.insert(HeaderName::from_static(name), v);
-        }
-    };
-    put("x-forwarded-for", forwarded_for, false);
-    if forwarded.is_some() {
-        put("forwarded", forwarded, false);
+    put(&mut headers, "x-real-ip", peer_value, true);
+    put(&mut headers, "x-forwarded-proto", Some(HeaderValue::from_static("http")), true);
+    put(&mut headers, "x-forwarded-host", arrival.host.and_then(|h| HeaderValue::from_str(h).ok()), true);
+    put(&mut headers, "x-forwarded-port", Some(HeaderValue::from(arrival.port)), true);
+    headers
+}
+
+/// Every value of `name`, then `item`, as one comma-separated list.
+fn joined(headers: &HeaderMap, name: &str, item: Option<String>) -> Option<String> {
+    let all: Vec<String> =
+        headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(str::to_owned).chain(item).collect();
+    (!all.is_empty()).then(|| all.join(", "))
+}
+
+/// Sets `name` to `value`, or leaves a present one when `keep`.
+fn put(headers: &mut HeaderMap, name: &'static str, value: Option<HeaderValue>, keep: bool) {
+    if keep && headers.contains_key(name) {
+        return;
     }
-    put("x-real-ip", peer, true);
-    put("x-forwarded-proto", Some("http".into()), true);
-    put("x-forwarded-host", arrival.host.map(str::to_owned), true);
-    put("x-forwarded-port", Some(arrival.port.to_string()), true);
+    if let Some(value) = value {
+        headers.insert(HeaderName::from_static(name), value);
+    }
 }
 
 /// A `for=` element of the Forwarded header (RFC 7239 §6: IPv6 in brackets, quoted).
@@ -109,18 +132,15 @@ fn forwarded_node(ip: &str) -> String {
 mod tests {
     use super::*;
 
-    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
-        }
-        h
+    /// The headers a node gets for a request with `pairs`.
+    fn sent(pairs: &[(&'static str, &'static str)], arrival: &Arrival) -> HeaderMap {
+        for_node(|| pairs.iter().map(|(k, v)| (*k, v.as_bytes())), arrival)
     }
 
     #[test]
     fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
-        let mut h = map(&[
-            ("connection", "keep-alive, x-secret"),
+        let message = [
+            ("connection", "keep-alive, X-Secret"),
             ("keep-alive", "timeout=5"),
             ("x-secret", "1"),
             ("te", "trailers"),
@@ -129,11 +149,9 @@ mod tests {
             ("proxy-authorization", "Basic x"),
             ("x-kept", "yes"),
             ("cookie", "a=b"),
-        ]);
-        strip_hop_by_hop(&mut h);
-        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names.len(), 2, "{names:?}");
-        assert!(h.contains_key("x-kept") && h.contains_key("cookie"));
+        ];
+        let kept: Vec<&str> = end_to_end(|| message.iter().map(|(k, v)| (*k, v.as_bytes()))).map(|(k, _)| k).collect();
+        assert_eq!(kept, ["x-kept", "cookie"]);
     }
 
     fn arrival(trusted: bool) -> Arrival<'static> {
@@ -154,8 +172,7 @@ mod tests {
 
     #[test]
     fn an_untrusted_clients_identity_headers_are_all_replaced_or_removed() {
-        let mut h = map(&SPOOFED);
-        set_forwarded(&mut h, &arrival(false));
+        let h = sent(&SPOOFED, &arrival(false));
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.1.2.3");
         assert_eq!(h.get("x-real-ip").unwrap(), "10.1.2.3");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
@@ -169,9 +186,9 @@ mod tests {
 
     #[test]
     fn a_trusted_proxys_identity_headers_are_kept_and_extended_with_the_peer() {
-        let mut h = map(&SPOOFED);
-        h.append(HeaderName::from_static("x-forwarded-for"), HeaderValue::from_static("7.7.7.7"));
-        set_forwarded(&mut h, &arrival(true));
+        let mut spoofed = SPOOFED.to_vec();
+        spoofed.push(("x-forwarded-for", "7.7.7.7"));
+        let h = sent(&spoofed, &arrival(true));
         assert_eq!(h.get("x-forwarded-for").unwrap(), "6.6.6.6, 7.7.7.7, 10.1.2.3");
         assert_eq!(h.get("forwarded").unwrap(), "for=6.6.6.6;proto=https, for=10.1.2.3");
         assert_eq!(h.get("x-real-ip").unwrap(), "6.6.6.6");
@@ -183,14 +200,12 @@ mod tests {
 
     #[test]
     fn a_trusted_proxy_without_headers_gets_them_set_from_the_connection() {
-        let mut h = HeaderMap::new();
         let v6 = Arrival { peer: Some("::1".parse().unwrap()), host: None, port: 80, trusted: true };
-        set_forwarded(&mut h, &v6);
+        let h = sent(&[], &v6);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "::1");
         assert_eq!(h.get("x-forwarded-port").unwrap(), "80");
         assert!(!h.contains_key("forwarded") && !h.contains_key("x-forwarded-host"));
-        let mut h = map(&[("forwarded", "for=1.1.1.1")]);
-        set_forwarded(&mut h, &v6);
+        let h = sent(&[("forwarded", "for=1.1.1.1")], &v6);
         assert_eq!(h.get("forwarded").unwrap(), "for=1.1.1.1, for=\"[::1]\"");
     }
 }

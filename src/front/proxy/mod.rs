@@ -5,28 +5,30 @@
 pub mod body;
 pub mod headers;
 pub mod route;
+pub mod upstream;
 pub mod websocket;
 
 use crate::config::{ProxySettings, Settings};
+use crate::core::placement::MonitorId;
+use crate::core::routing::RoutingTable;
 use crate::front::admission::Admission;
 use crate::front::error::error;
-use crate::core::routing::RoutingTable;
-use crate::core::placement::MonitorId;
+use crate::metrics::{Metrics, ProxyStats};
 use crate::supervisor::publisher::RoutingReader;
 use crate::supervisor::reports::FrontReport;
-use actix_web::body::SizedStream;
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie};
-use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use awc::error::{ConnectError, SendRequestError};
 use body::RequestBody;
+use http_body_util::BodyExt;
 use route::{Balancer, Route, RouteInput, FIXED_COOKIE, STICKY_COOKIE};
 use std::cell::RefCell;
-use crate::metrics::{Metrics, ProxyShard};
-use std::sync::{Arc, Mutex};
+use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
+use upstream::{Lease, NodeBody, Pool, UpstreamError};
 
 /// What every worker shares: the snapshot, the settings, the connection caps,
 /// and the channel on which the supervisor hears of failed connects and monitor writes.
@@ -85,52 +87,73 @@ impl MonitorWrite {
 /// The largest create answer read to learn the new monitor's id and home.
 const MAX_CREATE_ANSWER: usize = 64 * 1024;
 
-/// Per-worker state (one thread each): the pooled HTTP client, the websocket
-/// client, the balancer and the worker's own metrics shard.
+/// Per-worker state (one thread each): the node connection pool, the
+/// websocket client, the balancer, the worker's view of the routing snapshot
+/// and its metrics.
 pub struct Worker {
     pub front: Front,
-    pub client: awc::Client,
-    /// Its own connector without a limit: an open websocket keeps its
-    /// connection for life, and must never hold a place plain HTTP waits for
-    /// (`proxy.ws_max_total` and `ws_max_per_node` bound them instead).
+    pool: Rc<Pool>,
+    /// Websockets have a connector of their own, without a limit: an open
+    /// websocket keeps its connection for life and must never hold a place
+    /// plain HTTP waits for (`proxy.ws_max_total` and `ws_max_per_node` bound them).
     pub websockets: awc::Client,
     pub balancer: RefCell<Balancer>,
-    stats: Arc<Mutex<ProxyShard>>,
+    /// The snapshot as this worker last saw it: a new one is taken only when
+    /// the published one changed, so a request touches no count every worker shares.
+    view: RefCell<Rc<View>>,
+    stats: ProxyStats,
 }
 
 impl Worker {
     pub fn new(front: Front) -> Self {
         let s = &front.settings;
-        let connector = awc::Connector::new()
-            .timeout(s.connect_timeout)
-            .conn_keep_alive(s.pool_keep_alive)
-            .limit(1024);
-        let client = awc::Client::builder()
-            .connector(connector)
-            .timeout(s.read_timeout)
-            .disable_redirects()
-            .no_default_headers()
-            .finish();
+        let pool = Pool::new(s.connect_timeout, s.pool_keep_alive);
         let websockets = awc::Client::builder()
             .connector(awc::Connector::new().timeout(s.connect_timeout).limit(0))
             .timeout(s.read_timeout)
             .no_default_headers()
             .finish();
         let stats = front.metrics.shard();
-        Worker { front, client, websockets, balancer: RefCell::default(), stats }
+        let view = RefCell::new(Rc::new(View::of(front.routing.load())));
+        Worker { front, pool, websockets, balancer: RefCell::default(), view, stats }
+    }
+
+    /// The current routing snapshot, as this worker sees it.
+    fn view(&self) -> Rc<View> {
+        let published = self.front.routing.peek();
+        let mut seen = self.view.borrow_mut();
+        if !Arc::ptr_eq(&published, &seen.table) {
+            *seen = Rc::new(View::of(Arc::clone(&published)));
+        }
+        seen.clone()
+    }
+}
+
+/// A routing snapshot with what a worker derives from it once, not per request.
+struct View {
+    table: Arc<RoutingTable>,
+    /// `X-Routed-To` for each node.
+    routed_to: Vec<HeaderValue>,
+}
+
+impl View {
+    fn of(table: Arc<RoutingTable>) -> Self {
+        let routed_to =
+            table.nodes.iter().map(|n| HeaderValue::from_str(&n.id).unwrap_or(HeaderValue::from_static("-"))).collect();
+        View { table, routed_to }
     }
 }
 
 /// The catch-all handler: choose a node, then forward HTTP or bridge a websocket.
 pub async fn forward(req: HttpRequest, payload: web::Payload, worker: web::Data<Worker>) -> HttpResponse {
     let started = Instant::now();
-    let table = worker.front.routing.load();
-    let fixed = req.cookie(FIXED_COOKIE);
-    let sticky = req.cookie(STICKY_COOKIE);
+    let view = worker.view();
+    let table = &view.table;
+    let cookies = || req.headers().get_all(header::COOKIE).filter_map(|v| v.to_str().ok());
     let input = RouteInput {
         path: req.path(),
-        fixed: fixed.as_ref().map(|c| c.value()),
-        sticky: sticky.as_ref().map(|c| c.value()),
+        fixed: route::cookie(cookies(), FIXED_COOKIE),
+        sticky: route::cookie(cookies(), STICKY_COOKIE),
     };
     let chosen = route::choose(&table, &input, &mut worker.balancer.borrow_mut(), worker.front.settings.fail_open);
     let route = match chosen {
@@ -143,19 +166,16 @@ pub async fn forward(req: HttpRequest, payload: web::Payload, worker: web::Data<
         let write = MonitorWrite::of(req.method(), req.path());
         forward_http(&req, payload, &worker, &table, route.node, write).await
     };
-    mark(&mut response, &table, served, &route);
-    let status = response.status().as_u16();
-    worker.stats.lock().unwrap_or_else(|e| e.into_inner()).request(&table.nodes[served].id, status, started.elapsed());
+    mark(&mut response, &view, served, &route);
+    worker.stats.request(&table.nodes[served].id, response.status().as_u16(), started.elapsed());
     response
 }
 
 /// Adds `X-Routed-To`/`X-Routed-Via` and the session cookies.
-fn mark(response: &mut HttpResponse, table: &RoutingTable, served: usize, route: &Route) {
-    let node = &table.nodes[served].id;
+fn mark(response: &mut HttpResponse, view: &View, served: usize, route: &Route) {
+    let node = &view.table.nodes[served].id;
     let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(node) {
-        headers.insert(HeaderName::from_static("x-routed-to"), value);
-    }
+    headers.insert(HeaderName::from_static("x-routed-to"), view.routed_to[served].clone());
     headers.insert(HeaderName::from_static("x-routed-via"), HeaderValue::from_static(route.via.as_str()));
     if route.set_sticky || (served != route.node && route.via == route::Via::Sticky) {
         if let Ok(cookie) = HeaderValue::from_str(&format!("{STICKY_COOKIE}={node}; HttpOnly; SameSite=Lax; Path=/")) {
@@ -168,22 +188,13 @@ fn mark(response: &mut HttpResponse, table: &RoutingTable, served: usize, route:
     }
 }
 
-/// Whether the request certainly never reached the node. awc also reports a
-/// connection lost after sending as a connect error (`Disconnected`): that one
-/// may have been received, so it does not count.
-fn nothing_sent(failure: &SendRequestError) -> bool {
-    matches!(failure, SendRequestError::Connect(e) if !matches!(e, ConnectError::Disconnected | ConnectError::H2(_)))
-}
-
 fn is_idempotent(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
 /// The request headers as sent to a node: the client's, `Host` unchanged, minus
 /// hop-by-hop, plus X-Forwarded-*.
-pub fn upstream_headers(req: &HttpRequest, settings: &ProxySettings) -> HeaderMap {
-    let mut headers = req.headers().clone();
-    headers::strip_hop_by_hop(&mut headers);
+pub fn upstream_headers(req: &HttpRequest, settings: &ProxySettings) -> hyper::HeaderMap {
     let peer = req.peer_addr().map(|a| a.ip());
     let arrival = headers::Arrival {
         peer,
@@ -191,8 +202,20 @@ pub fn upstream_headers(req: &HttpRequest, settings: &ProxySettings) -> HeaderMa
         port: req.app_config().local_addr().port(),
         trusted: peer.is_some_and(|ip| settings.trusted_proxies.iter().any(|n| n.contains(ip))),
     };
-    headers::set_forwarded(&mut headers, &arrival);
-    headers
+    headers::for_node(|| req.headers().iter().map(|(name, value)| (name.as_str(), value.as_bytes())), &arrival)
+}
+
+/// The request for one attempt at `host`: the client's method, target and
+/// headers (a `Host` of the node's when the client sent none), and the body.
+fn node_request(req: &HttpRequest, host: &str, headers: hyper::HeaderMap, body: body::AttemptBody) -> Option<hyper::Request<body::AttemptBody>> {
+    let mut request = hyper::Request::new(body);
+    *request.method_mut() = hyper::Method::from_bytes(req.method().as_str().as_bytes()).ok()?;
+    *request.uri_mut() = req.uri().path_and_query().map_or("/", |p| p.as_str()).parse().ok()?;
+    *request.headers_mut() = headers;
+    if !request.headers().contains_key(hyper::header::HOST) {
+        request.headers_mut().insert(hyper::header::HOST, hyper::header::HeaderValue::from_str(host).ok()?);
+    }
+    Some(request)
 }
 
 /// Forwards one HTTP request. A connect failure (nothing sent) moves on to
@@ -221,20 +244,23 @@ async fn forward_http(
     let body = RequestBody::new(payload, length, chunked, settings.max_body);
     // moved into the first attempt; a retry (rare) builds them again
     let mut headers = Some(upstream_headers(req, settings));
-    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let (mut node, mut tried, mut read_retry_left) = (first, Vec::new(), is_idempotent(req.method()));
     loop {
         let Some(host) = table.nodes[node].host.as_deref() else {
             return (error(StatusCode::BAD_GATEWAY, "node_unreachable", "the node has no address"), node);
         };
-        let mut request = worker.client.request(req.method().clone(), format!("http://{host}{target}"));
-        *request.headers_mut() = headers.take().unwrap_or_else(|| upstream_headers(req, settings));
-        let failure = match request.send_body(body.attempt()).await {
-            Ok(response) => {
+        let headers = headers.take().unwrap_or_else(|| upstream_headers(req, settings));
+        let Some(request) = node_request(req, host, headers, body.attempt()) else {
+            return (error(StatusCode::BAD_REQUEST, "bad_request", "the request cannot be forwarded as it is"), node);
+        };
+        let failure = match worker.pool.send(host, request, settings.read_timeout).await {
+            Ok((response, lease)) => {
                 let node_id = &table.nodes[node].id;
                 let response = match write {
-                    Some(write) if response.status().is_success() => written(write, response, node_id, worker, req.method()).await,
-                    _ => respond(response, req.method()),
+                    Some(write) if response.status().is_success() => {
+                        written(write, response, lease, node_id, worker, req.method()).await
+                    }
+                    _ => respond(response, lease, req.method()),
                 };
                 return (response, node);
             }
@@ -244,7 +270,7 @@ async fn forward_http(
             let detail = format!("request bodies are limited to {} bytes", settings.max_body);
             return (error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", detail), node);
         }
-        let connect_failed = nothing_sent(&failure);
+        let connect_failed = failure.nothing_sent();
         let node_id = &table.nodes[node].id;
         tracing::warn!(node_id = %node_id, error = %failure, "forwarding failed");
         if connect_failed {
@@ -259,7 +285,7 @@ async fn forward_http(
             (None, false) if may_retry => {}
             _ => {
                 let response = match failure {
-                    SendRequestError::Timeout => {
+                    UpstreamError::Timeout => {
                         error(StatusCode::GATEWAY_TIMEOUT, "node_timeout", "the node did not answer in time")
                     }
                     _ if connect_failed => {
@@ -277,17 +303,22 @@ async fn forward_http(
 /// create's answer is read whole (it is small) for the monitor's id and home.
 async fn written(
     write: MonitorWrite,
-    mut response: awc::ClientResponse,
+    response: hyper::Response<hyper::body::Incoming>,
+    lease: Lease,
     node_id: &str,
     worker: &Worker,
     method: &Method,
 ) -> HttpResponse {
     if let MonitorWrite::Change(id) = write {
         worker.front.written(node_id, Some(id), None);
-        return respond(response, method);
+        return respond(response, lease, method);
     }
-    let body = match response.body().limit(MAX_CREATE_ANSWER).await {
-        Ok(body) => body,
+    let (parts, incoming) = response.into_parts();
+    let body = match http_body_util::Limited::new(incoming, MAX_CREATE_ANSWER).collect().await {
+        Ok(collected) => {
+            lease.release();
+            collected.to_bytes()
+        }
         Err(e) => {
             tracing::warn!(node_id = %node_id, error = %e, "a monitor create answer could not be read");
             worker.front.written(node_id, None, None);
@@ -298,32 +329,50 @@ async fn written(
     let monitor = created["data"]["monitor_id"].as_u64().and_then(|id| MonitorId::try_from(id).ok());
     let home = created["data"]["node_id"].as_str().map(str::to_owned);
     worker.front.written(node_id, monitor, home);
-    let mut headers = response.headers().clone();
-    headers::strip_hop_by_hop(&mut headers);
-    headers.remove(header::CONTENT_LENGTH);
-    let mut answer = HttpResponse::build(response.status()).body(body);
-    *answer.headers_mut() = headers;
+    let mut answer = HttpResponse::build(status_of(parts.status)).body(body);
+    copy_headers(&parts.headers, &mut answer);
     answer
+}
+
+fn status_of(status: hyper::StatusCode) -> StatusCode {
+    StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY)
+}
+
+/// The node's end-to-end answer headers onto the client's answer, but its
+/// `Content-Length`, which the answer's body sets.
+fn copy_headers(from: &hyper::HeaderMap, to: &mut HttpResponse) {
+    let headers = to.headers_mut();
+    let node = || from.iter().map(|(name, value)| (name.as_str(), value.as_bytes()));
+    for (name, value) in headers::end_to_end(node).filter(|(name, _)| *name != "content-length") {
+        let name = HeaderName::from_bytes(name.as_bytes());
+        let value = HeaderValue::from_bytes(value);
+        if let (Ok(name), Ok(value)) = (name, value) {
+            headers.append(name, value);
+        }
+    }
 }
 
 /// Streams the node's response back, status and headers as they are (minus
 /// hop-by-hop), keeping `Content-Length` when the node gave one.
-fn respond(response: awc::ClientResponse, method: &Method) -> HttpResponse {
-    let mut headers = response.headers().clone();
-    headers::strip_hop_by_hop(&mut headers);
-    let length = headers.remove(header::CONTENT_LENGTH).next().and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let status = response.status();
+fn respond(response: hyper::Response<hyper::body::Incoming>, lease: Lease, method: &Method) -> HttpResponse {
+    let (parts, incoming) = response.into_parts();
+    let length = parts.headers.get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let status = status_of(parts.status);
     let bodiless = *method == Method::HEAD || status.is_informational() || matches!(status.as_u16(), 204 | 304);
-    let mut forwarded = match length {
+    let mut forwarded = if bodiless {
+        drop(incoming);
+        lease.release();
         // for HEAD, actix writes the declared length and sends no body
-        Some(n) => HttpResponse::build(status).body(SizedStream::new(n, response)),
-        None if bodiless => HttpResponse::build(status).finish(),
-        None => HttpResponse::build(status).streaming(response),
+        match length {
+            Some(n) => HttpResponse::build(status).body(NodeBody::empty(n)),
+            None => HttpResponse::build(status).finish(),
+        }
+    } else {
+        HttpResponse::build(status).body(NodeBody::new(incoming, length, lease))
     };
-    *forwarded.headers_mut() = headers;
+    copy_headers(&parts.headers, &mut forwarded);
     forwarded
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,6 +65,15 @@ pub fn monitor_of_path(path: &str) -> Option<MonitorId> {
     rest.split('/').next()?.parse().ok()
 }
 
+/// The value of cookie `name` in `Cookie` header values (RFC 6265 §5.4: pairs
+/// separated by `;`), read in place: nothing is allocated or decoded.
+pub fn cookie<'a>(values: impl Iterator<Item = &'a str>, name: &str) -> Option<&'a str> {
+    values.flat_map(|v| v.split(';')).find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key.trim() == name).then(|| value.trim().trim_matches('"'))
+    })
+}
+
 fn ready_index(table: &RoutingTable, id: &str) -> Option<usize> {
     table.nodes.iter().position(|n| n.id == id && n.ready && n.host.is_some())
 }
@@ -174,6 +183,16 @@ mod tests {
 
     fn pick(t: &RoutingTable, i: &RouteInput) -> Result<Route, Unroutable> {
         choose(t, i, &mut Balancer::default(), false)
+    }
+
+    #[test]
+    fn cookies_are_found_by_exact_name_in_every_cookie_header() {
+        let headers = ["theme=dark; KUMA_CLUSTER_NODE=node2", "KUMA_FIXED_NODE=\"node1\" ;x=1"];
+        assert_eq!(cookie(headers.into_iter(), "KUMA_CLUSTER_NODE"), Some("node2"));
+        assert_eq!(cookie(headers.into_iter(), "KUMA_FIXED_NODE"), Some("node1"));
+        assert_eq!(cookie(headers.into_iter(), "KUMA_FIXED"), None);
+        assert_eq!(cookie(["broken; =v; a"].into_iter(), "a"), None);
+        assert_eq!(cookie(std::iter::empty(), "a"), None);
     }
 
     #[test]

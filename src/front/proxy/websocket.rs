@@ -18,7 +18,7 @@ use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{CloseCode, CloseReason, Message, MessageStream, Session};
-use awc::error::WsClientError;
+use awc::error::{ConnectError, SendRequestError, WsClientError};
 use awc::ws::{Codec, Frame};
 use awc::BoxedSocket;
 use bytestring::ByteString;
@@ -33,6 +33,13 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Request headers the websocket client sets itself, per side of the bridge.
 const HANDSHAKE_HEADERS: [&str; 4] =
     ["sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol"];
+
+/// Whether the node certainly never got the handshake. awc also reports a
+/// connection lost after sending as a connect error (`Disconnected`): that one
+/// may have been received, so it does not count.
+fn nothing_sent(failure: &SendRequestError) -> bool {
+    matches!(failure, SendRequestError::Connect(e) if !matches!(e, ConnectError::Disconnected | ConnectError::H2(_)))
+}
 
 pub fn is_upgrade(req: &HttpRequest) -> bool {
     req.headers()
@@ -78,14 +85,14 @@ pub async fn bridge(
         };
         let mut request = worker.websockets.ws(format!("ws://{host}{target}")).max_frame_size(settings.ws_max_frame);
         for (name, value) in &headers {
-            request = request.header(name.clone(), value.clone());
+            request = request.header(name.as_str(), value.as_bytes());
         }
         if !protocols.is_empty() {
             request = request.protocols(&protocols);
         }
         match request.connect().await {
             Ok((response, upstream)) => break (response, upstream, seat),
-            Err(WsClientError::SendRequest(e)) if super::nothing_sent(&e) => {
+            Err(WsClientError::SendRequest(e)) if nothing_sent(&e) => {
                 let node_id = &table.nodes[node].id;
                 tracing::warn!(node_id = %node_id, error = %e, "websocket connect failed");
                 worker.front.suspect(node_id);
