@@ -25,6 +25,7 @@ if [[ -z "${KC_BINARIES:-}" ]]; then
     KC_BINARIES="kuma-cluster=$PWD/target/release/kuma-cluster"
 fi
 work=$(mktemp -d)
+chmod 755 "$work"  # nginx workers run as nobody and serve a file from here
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -182,13 +183,13 @@ measure() { # round workers body label port pids...
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p50=$(awk '$1=="50%" {print $2}' <<<"$out")
     p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-    errors=$(grep -cE 'Non-2xx|Socket errors' <<<"$out" || true)
+    errors=$(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr -s ' ' | paste -sd';' || true)
     local cpu; cpu=$(python3 -c "print(f'{($after-$before)*1e6/$clk_tck/$requests:.1f}')")
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$workers" "$body" "$label" "$rps" "$p50" "$p99" "$cpu" "$errors" | tee -a "$results"
 }
 
 echo "wrk -t1 -c$connections -d${duration}s with a browser's headers, $rounds rounds, $(nproc) cores, $(date -u +%F)"
-printf 'round\tworkers\tbody\tproxy\treq/s\tp50\tp99\tcpu_us/req\terror_lines\n'
+printf 'round\tworkers\tbody\tproxy\treq/s\tp50\tp99\tcpu_us/req\terrors\n'
 for workers in $worker_counts; do
     start_nginx "$workers"; ng_port=$started_port ng_pid=$started_pid
     start_haproxy "$workers"; hp_port=$started_port hp_pid=$started_pid

@@ -107,6 +107,38 @@ pub async fn dev(mut settings: Settings) -> Result<(), ServeError> {
     run(settings, db, Some(nodes)).await
 }
 
+/// Closed websockets free their buffers (tens of KiB each) into the
+/// allocator, which keeps them: every `MEMORY_RETURN_EVERY`, when at least
+/// `MEMORY_RETURN_AFTER` websockets closed, the free memory goes back to the system.
+const MEMORY_RETURN_EVERY: Duration = Duration::from_secs(10);
+const MEMORY_RETURN_AFTER: usize = 64;
+
+fn return_memory_after_websockets(admission: Arc<crate::front::admission::Admission>) {
+    actix_rt::spawn(async move {
+        let mut every = actix_rt::time::interval(MEMORY_RETURN_EVERY);
+        loop {
+            every.tick().await;
+            if admission.closed_websockets() >= MEMORY_RETURN_AFTER {
+                give_back_free_memory();
+            }
+        }
+    });
+}
+
+/// glibc keeps freed memory in its arenas; `malloc_trim` returns every free
+/// page of every arena to the system.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn give_back_free_memory() {
+    // SAFETY: malloc_trim only releases memory the allocator holds free; it
+    // takes each arena's lock and touches no memory in use.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn give_back_free_memory() {}
+
 /// Raises the open-files limit to the hard limit, as nginx's
 /// `worker_rlimit_nofile` would, and warns when even that cannot hold every
 /// connection `server.max_connections` admits with its node connection.
@@ -166,6 +198,7 @@ async fn run(settings: Settings, db: DatabaseConnection, dev: Option<Addr<DevNod
             crate::tools::dev::routes(nodes.clone())(cfg);
         }
     };
+    return_memory_after_websockets(front.admission.clone());
     let server = server::start(listener, workers, front, Some(ops), extra)
         .map_err(|source| ServeError::Bind { addr: listen, source })?;
     let handle = server.handle();

@@ -9,12 +9,6 @@ use kuma_cluster::tools::sim::SimConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// mimalloc: fewer cycles per allocation on the request path than glibc's
-/// malloc, and memory freed by closed connections goes back to the system
-/// instead of staying in per-thread arenas.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "kuma-cluster", version, about = "High-availability supervisor and front door for Uptime Kuma nodes")]
 struct Cli {

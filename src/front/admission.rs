@@ -23,6 +23,8 @@ pub struct Admission {
     max_per_client: usize,
     max_header: usize,
     websockets: AtomicUsize,
+    /// Websockets closed since [`Admission::closed_websockets`] last asked.
+    websockets_closed: AtomicUsize,
     websockets_per_node: Mutex<HashMap<String, usize>>,
     max_websockets: usize,
     max_websockets_per_node: usize,
@@ -69,6 +71,7 @@ pub struct WebsocketSeat {
 impl Drop for WebsocketSeat {
     fn drop(&mut self) {
         self.admission.websockets.fetch_sub(1, Ordering::Relaxed);
+        self.admission.websockets_closed.fetch_add(1, Ordering::Relaxed);
         let mut nodes = self.admission.websockets_per_node.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = nodes.get_mut(&self.node) {
             *n -= 1;
@@ -88,10 +91,16 @@ impl Admission {
             max_per_client: settings.server.max_connections_per_client,
             max_header: settings.server.max_header_size,
             websockets: AtomicUsize::new(0),
+            websockets_closed: AtomicUsize::new(0),
             websockets_per_node: Mutex::default(),
             max_websockets: settings.proxy.ws_max_total,
             max_websockets_per_node: settings.proxy.ws_max_per_node,
         }
+    }
+
+    /// Websockets closed since the last call.
+    pub fn closed_websockets(&self) -> usize {
+        self.websockets_closed.swap(0, Ordering::Relaxed)
     }
 
     /// A place for one more websocket to `node`, or the 503 that says which cap is reached.
@@ -229,6 +238,8 @@ mod tests {
         assert_eq!(a.websockets.load(Ordering::Relaxed), 3);
         drop((_second, _third, _again));
         assert_eq!(a.websockets.load(Ordering::Relaxed), 0);
+        assert_eq!(a.closed_websockets(), 4);
+        assert_eq!(a.closed_websockets(), 0, "counted once");
         assert!(a.websockets_per_node.lock().unwrap().is_empty());
     }
 }
