@@ -10,8 +10,7 @@
 #   bash benches/proxy.sh [seconds] [connections] [rounds] ["workers ..."]
 #   KC_BINARIES="before=/tmp/old-kuma-cluster after=target/release/kuma-cluster" bash benches/proxy.sh
 #
-# Needs wrk, nginx, haproxy and sqlite3 (apt-get install wrk nginx haproxy
-# sqlite3: the Kuma tables a node would create); without
+# Needs wrk, nginx and haproxy (apt-get install wrk nginx haproxy); without
 # KC_BINARIES it builds and measures the release binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -137,12 +136,17 @@ id = "node1"
 host = "127.0.0.1:$backend"
 CONF
     # the Kuma tables a node would create
-    sqlite3 "$work/kc-$p.db" "CREATE TABLE node (node_id VARCHAR(50) PRIMARY KEY NOT NULL, node_name VARCHAR(100) NOT NULL,
-        location VARCHAR(200), host VARCHAR(45), hostname VARCHAR(100), status VARCHAR(20) DEFAULT 'online',
-        active BOOLEAN DEFAULT 1, is_primary BOOLEAN DEFAULT 0, created_date TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-        modified_date TIMESTAMP DEFAULT CURRENT_TIMESTAMP, last_seen TIMESTAMP DEFAULT CURRENT_TIMESTAMP);
-        CREATE TABLE monitor (id INTEGER PRIMARY KEY AUTOINCREMENT, name VARCHAR(150), active BOOLEAN NOT NULL DEFAULT 1,
-        node_id VARCHAR(50), assigned_node VARCHAR(255));"
+    python3 - "$work/kc-$p.db" <<'PY'
+import sqlite3, sys
+sqlite3.connect(sys.argv[1]).executescript("""
+CREATE TABLE node (node_id VARCHAR(50) PRIMARY KEY NOT NULL, node_name VARCHAR(100) NOT NULL,
+  location VARCHAR(200), host VARCHAR(45), hostname VARCHAR(100), status VARCHAR(20) DEFAULT 'online',
+  active BOOLEAN DEFAULT 1, is_primary BOOLEAN DEFAULT 0, created_date DATETIME DEFAULT CURRENT_TIMESTAMP,
+  modified_date DATETIME DEFAULT CURRENT_TIMESTAMP, last_seen DATETIME DEFAULT CURRENT_TIMESTAMP);
+CREATE TABLE monitor (id INTEGER PRIMARY KEY AUTOINCREMENT, name VARCHAR(150), active BOOLEAN NOT NULL DEFAULT 1,
+  node_id VARCHAR(50), assigned_node VARCHAR(255));
+""")
+PY
     KUMA_CLUSTER__DATABASE__URL="sqlite://$work/kc-$p.db?mode=rwc" \
     KUMA_CLUSTER__SERVER__LISTEN="127.0.0.1:$p" \
     KUMA_CLUSTER__PROXY__WORKERS="$2" \
