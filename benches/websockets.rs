@@ -12,7 +12,6 @@
 mod common;
 
 use common::{poll_until, TestDb};
-use futures_util::StreamExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -108,23 +107,6 @@ fn kuma_cluster(database: &str, count: usize, binary: &str) -> Proxy {
     Proxy { name, listen, pids: vec![pid], _child: common::Process(child) }
 }
 
-/// Opens `count` websockets through `listen`, each past the node's socket.io handshake.
-async fn open_sockets(listen: &str, count: usize) -> Vec<actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>> {
-    let client = awc::Client::builder().connector(awc::Connector::new().limit(0)).timeout(Duration::from_secs(60)).finish();
-    let url = format!("ws://{listen}/socket.io/?EIO=4&transport=websocket");
-    let mut sockets = Vec::with_capacity(count);
-    while sockets.len() < count {
-        let batch = futures_util::future::join_all((0..100.min(count - sockets.len())).map(|_| async {
-            let (_, mut socket) = client.ws(url.as_str()).connect().await.expect("a websocket opens");
-            assert!(matches!(socket.next().await, Some(Ok(awc::ws::Frame::Text(_)))), "the node's handshake");
-            socket
-        }))
-        .await;
-        sockets.extend(batch);
-    }
-    sockets
-}
-
 /// RSS with none open, `count` open, none again (after the closes settle),
 /// and `count` open a second time (memory kept after the first round is
 /// either reused then, or leaked).
@@ -134,13 +116,13 @@ async fn measure(proxy: &Proxy, count: usize) -> [u64; 4] {
     }
     actix_rt::time::sleep(Duration::from_secs(2)).await;
     let before = rss_of(&proxy.pids);
-    let sockets = open_sockets(&proxy.listen, count).await;
+    let sockets = common::open_socket_io(&proxy.listen, count).await;
     actix_rt::time::sleep(Duration::from_secs(3)).await;
     let open = rss_of(&proxy.pids);
     drop(sockets);
     actix_rt::time::sleep(Duration::from_secs(10)).await;
     let closed = rss_of(&proxy.pids);
-    let again = open_sockets(&proxy.listen, count).await;
+    let again = common::open_socket_io(&proxy.listen, count).await;
     actix_rt::time::sleep(Duration::from_secs(3)).await;
     let reopened = rss_of(&proxy.pids);
     drop(again);

@@ -36,7 +36,6 @@ fn websockets_open(listen: &str) -> Option<u64> {
 }
 
 fn idle_websockets_leave_http_served(count: usize) {
-    use futures_util::StreamExt;
     common::run(async {
         let t = TestDb::sqlite().await;
         t.migrate().await;
@@ -59,24 +58,7 @@ fn idle_websockets_leave_http_served(count: usize) {
         ]);
         poll_until(LIMIT, || common::http_get(&listen, "/lb/available-nodes").is_some_and(|r| r.contains(r#""ready":1"#)))
             .expect("kuma-cluster sees the node ready");
-        let client = awc::Client::builder()
-            .connector(awc::Connector::new().limit(0))
-            .timeout(Duration::from_secs(60))
-            .finish();
-        let url = format!("ws://{listen}/socket.io/?EIO=4&transport=websocket");
-        let mut sockets = Vec::with_capacity(count);
-        while sockets.len() < count {
-            let batch = futures_util::future::join_all((0..50).map(|_| async {
-                let (_, mut socket) = client.ws(url.as_str()).connect().await.expect("a websocket opens through the front door");
-                match socket.next().await {
-                    Some(Ok(awc::ws::Frame::Text(open))) => assert!(open.starts_with(b"0{"), "the node's socket.io handshake"),
-                    other => panic!("expected the socket.io open packet, got {other:?}"),
-                }
-                socket
-            }))
-            .await;
-            sockets.extend(batch);
-        }
+        let sockets = common::open_socket_io(&listen, count).await;
         let listen_http = listen.clone();
         tokio::task::spawn_blocking(move || {
             assert_eq!(websockets_open(&listen_http), Some(count as u64));

@@ -456,17 +456,6 @@ fn a_trusted_proxys_identity_headers_reach_the_node_with_its_address_appended() 
     });
 }
 
-/// Sends `request` on a new connection and reads until the peer closes or
-/// `limit` passes; returns what came back.
-fn raw_exchange(base: &str, request: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(base).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
 #[test]
 fn options_asterisk_is_answered_here_and_never_counts_against_a_node() {
     run(async {
@@ -474,8 +463,8 @@ fn options_asterisk_is_answered_here_and_never_counts_against_a_node() {
         let mut proxy = Proxy::start(table(vec![node("node1", &raw.host, true, 0)]), &[]);
         let base = proxy.base.clone();
         let answer = tokio::task::spawn_blocking(move || {
-            let options = raw_exchange(&base, "OPTIONS * HTTP/1.1\r\nhost: kuma\r\nconnection: close\r\n\r\n");
-            let connect = raw_exchange(&base, "CONNECT kuma:443 HTTP/1.1\r\nhost: kuma:443\r\nconnection: close\r\n\r\n");
+            let options = exchange_from("127.0.0.1", &base, "OPTIONS * HTTP/1.1\r\nhost: kuma\r\nconnection: close\r\n\r\n");
+            let connect = exchange_from("127.0.0.1", &base, "CONNECT kuma:443 HTTP/1.1\r\nhost: kuma:443\r\nconnection: close\r\n\r\n");
             (options, connect)
         })
         .await

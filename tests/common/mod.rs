@@ -779,3 +779,25 @@ pub fn serve_process_logging(
         .expect("kuma-cluster starts");
     Process(child)
 }
+
+/// Opens `count` socket.io websockets (Kuma's live-data socket) through
+/// `listen`, each past the node's Engine.IO handshake, a hundred at a time.
+pub async fn open_socket_io(listen: &str, count: usize) -> Vec<actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>> {
+    use futures_util::StreamExt;
+    let client = awc::Client::builder().connector(awc::Connector::new().limit(0)).timeout(Duration::from_secs(60)).finish();
+    let url = format!("ws://{listen}/socket.io/?EIO=4&transport=websocket");
+    let mut sockets = Vec::with_capacity(count);
+    while sockets.len() < count {
+        let batch = futures_util::future::join_all((0..100.min(count - sockets.len())).map(|_| async {
+            let (_, mut socket) = client.ws(url.as_str()).connect().await.expect("a websocket opens through the front door");
+            match socket.next().await {
+                Some(Ok(awc::ws::Frame::Text(open))) => assert!(open.starts_with(b"0{"), "the node's socket.io handshake"),
+                other => panic!("expected the socket.io open packet, got {other:?}"),
+            }
+            socket
+        }))
+        .await;
+        sockets.extend(batch);
+    }
+    sockets
+}
